@@ -1,0 +1,31 @@
+# The two commands of the README: `make repro` (whole experiment) and `make test`.
+# Both create the virtual environment on first use. Override TORCH on a GPU box,
+# e.g. `make repro TORCH="torch"` to keep the CUDA build you already have.
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup repro test lint bench
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+repro: setup
+	dvc repro
+
+lint: setup
+	ruff check .
+
+test: lint
+	python -m pytest -q
+
+bench: setup
+	python bench/pack.py --json
+	python bench/moe_layer.py --json
