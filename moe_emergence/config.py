@@ -11,6 +11,7 @@ where a float is expected, and PyYAML reads `1e-4` (no dot) as a string.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,17 +35,26 @@ def _check(cond: bool, key: str, msg: str) -> None:
 # --------------------------------------------------------------------------- data
 
 
+# Generators of reasoning-gym the embedded math corpus knows how to clean.
+EMBEDDED_MATH_GENERATORS = (
+    "gsm_symbolic", "basic_arithmetic", "chain_sum", "products", "gcd", "lcm", "prime_factorization",
+)
+
+
 @dataclass
 class SourceParams:
     """Where one domain's documents come from.
 
     kind=embedded: offline corpora shipped with the interpreter or installed
-    packages. kind=hf: a Hugging Face hub dataset (or a MathQA zip by URL).
-    kind=local: files on disk, by path or glob, formatted with `template`.
+    packages. kind=hf: a Hugging Face hub dataset, or a zip of JSON records by
+    `url` (MathQA). kind=local: files on disk, by path or glob. hf and local
+    documents are built from record fields with `template`.
     """
 
     kind: Literal["embedded", "hf", "local"] = "embedded"
-    # embedded
+    # embedded code: include the standard library's test packages
+    include_tests: bool = True
+    # embedded math: reasoning-gym generators, `n_docs` problems from each
     generators: list[str] = field(default_factory=lambda: ["gsm_symbolic"])
     n_docs: int = 4000
     # hf
@@ -52,16 +62,38 @@ class SourceParams:
     config: str | None = None
     split: str = "train"
     revision: str | None = None
-    text_field: str = "text"
+    data_files: str | None = None
     streaming: bool = True
     shuffle_buffer: int = 10000
-    max_docs: int = 200000
     url: str | None = None
+    # `rows`: one record, one document; `wikitext_articles`: WikiText lines joined into
+    # articles (the group) and chunked like the embedded prose
+    documents: Literal["rows", "wikitext_articles"] = "rows"
     # local
     path: str = ""
     format: Literal["auto", "json", "jsonl", "parquet", "csv", "txt"] = "auto"
+    # hf and local: which fields make the text, e.g. "{question}\n\n{answer}"
     template: str = "{text}"
     group_field: str | None = None
+    # regular expressions removed from each formatted text (e.g. GSM8K's "<<48/2=24>>")
+    strip_patterns: list[str] = field(default_factory=list)
+    # every kind: stop after this many documents kept by the filters and dedupe
+    max_docs: int = 200000
+
+    def validate(self, key: str) -> None:
+        from moe_emergence.data.templates import template_fields
+
+        _check(self.max_docs >= 1, f"{key}.max_docs", f"must be >= 1, got {self.max_docs}")
+        if self.kind in ("hf", "local"):
+            try:
+                template_fields(self.template)
+            except ValueError as e:
+                raise ParamsError(f"params.yaml: `{key}.template` is invalid: {e}") from None
+        for i, pat in enumerate(self.strip_patterns):
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ParamsError(f"params.yaml: `{key}.strip_patterns[{i}]` is not a regular expression: {e}") from None
 
 
 @dataclass
@@ -94,10 +126,16 @@ class DataParams:
                     f"(embedded domains: {', '.join(DOMAINS)}); use kind 'local' or 'hf'",
                 )
                 _check(src.n_docs > 0, f"{sk}.n_docs", f"must be > 0, got {src.n_docs}")
+                if dom == "math":
+                    bad = [g for g in src.generators if g not in EMBEDDED_MATH_GENERATORS]
+                    _check(
+                        not bad and len(src.generators) > 0,
+                        f"{sk}.generators",
+                        f"must list generators among {', '.join(EMBEDDED_MATH_GENERATORS)}; got {src.generators}",
+                    )
             elif src.kind == "hf":
                 _check(bool(src.dataset) or bool(src.url), f"{sk}.dataset", "is required when kind is 'hf'")
                 _check(src.shuffle_buffer >= 1, f"{sk}.shuffle_buffer", "must be >= 1")
-                _check(src.max_docs >= 1, f"{sk}.max_docs", "must be >= 1")
             elif src.kind == "local":
                 _check(bool(src.path), f"{sk}.path", "is required when kind is 'local'")
         for dom, v in self.min_chars.items():
@@ -109,13 +147,18 @@ class DataParams:
 @dataclass
 class SplitParams:
     seed: int = 0
-    # Reference rule: n_eval = min(max(eval_min, floor(frac * n)), floor(eval_max_fraction * n)),
-    # counted in groups. `eval_count` overrides it with an explicit number of groups.
+    # Eval size in documents, after the reference rule: whole groups whose hash of
+    # (seed, group id) falls below eval_fraction go to eval, then eval is topped up
+    # (in hash order) to min(max(eval_min, floor(eval_fraction * n)),
+    # floor(eval_max_fraction * n)) documents, or cut to that cap.
+    # `eval_count` asks for an explicit number of eval documents instead.
     eval_fraction: float = 0.05
     eval_min: int = 10
     eval_max_fraction: float = 0.10
     eval_count: int | None = None
-    # Near-duplicate check (MinHash over character shingles).
+    # Near-duplicate check: MinHash over shingles of `shingle_size` word/symbol tokens;
+    # an eval document whose estimated Jaccard similarity to a train document reaches
+    # the threshold is dropped.
     near_dup_threshold: float = 0.8
     shingle_size: int = 5
     num_perm: int = 128
@@ -311,12 +354,25 @@ class AnalyzeParams:
     n_bootstrap: int = 200
     min_token_count: int = 10
     max_eval_blocks: int = 0  # 0 = the whole eval set
+    # Shuffles for the plug-in-bias nulls of the token-identity information numbers.
+    n_shuffles: int = 20
+    # Format-artifact test: perturbations (names in analysis.perturb.PERTURBATIONS) and the prefix.
+    format_perturbations: list[str] = field(
+        default_factory=lambda: ["prefix", "blank_lines", "double_spaces"]
+    )
+    format_prefix: str = "Problem: "
 
     def validate(self, key: str) -> None:
         _check(self.n_permutations >= 1, f"{key}.n_permutations", "must be >= 1")
         _check(self.n_bootstrap >= 1, f"{key}.n_bootstrap", "must be >= 1")
         _check(self.min_token_count >= 1, f"{key}.min_token_count", "must be >= 1")
         _check(self.max_eval_blocks >= 0, f"{key}.max_eval_blocks", "must be >= 0")
+        _check(self.n_shuffles >= 1, f"{key}.n_shuffles", "must be >= 1")
+        from moe_emergence.analysis.perturb import PERTURBATIONS
+
+        known = tuple(PERTURBATIONS)
+        for i, kind in enumerate(self.format_perturbations):
+            _check(kind in known, f"{key}.format_perturbations[{i}]", f"is {kind!r}; known: {', '.join(known)}")
 
 
 @dataclass

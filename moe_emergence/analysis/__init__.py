@@ -1,0 +1,23 @@
+"""Routing analysis: pure functions over per-token routing arrays, figures and the report.
+
+One MoE layer's routing is given as aligned per-token arrays: `expert` [N]
+(top-1 choice), `domain` [N] (integer codes), `doc` [N] (document ids, the
+unit of resampling), `token_id` [N] and `position` [N] (index of the token
+within its document). The `analyze` stage fills these from the trained
+checkpoints; everything here is testable without a model.
+
+Modules by concern:
+- information: entropy and mutual information of count tables (one definition).
+- specialization: P(expert | domain), lift, purity, I(E;D)/H(D) with a
+  document-level permutation baseline and bootstrap CI.
+- token_identity: held-out token-id predictability and uncertainty
+  coefficients: how much of routing the token alone explains, how much the
+  domain adds.
+- agreement: routing agreement between two routings of the same tokens
+  (router saturation, format-artifact test), consecutive-token locality,
+  train-vs-eval distribution agreement.
+- token_types: Python token-type labels of BPE tokens via `tokenize`.
+- perturb: format perturbations with a map from original to perturbed tokens.
+- knockout: per-domain loss deltas of single-expert knockouts.
+- figures, report: PNGs and the Markdown report built from the numbers.
+"""

@@ -1,0 +1,243 @@
+"""Pack: GPT-2 BPE, EOS after every document, fixed blocks, train balanced across domains.
+
+Per domain and split, documents are tokenized in batches in sampled order,
+EOS is appended to each, and the stream is cut into consecutive blocks of
+`block_size` tokens from offset 0. The tail shorter than a block is dropped
+and counted. Every block carries provenance: the ids of the documents it
+covers, where each starts in the block, and the offset into the first one.
+
+Memory stays flat in the corpus size: tokens stream from Parquet batches into
+per-domain Arrow files; balancing then picks rows from those memory-mapped
+files and writes them out in fixed-size record batches.
+
+Train balance (reference decisions 005/012): one local `random.Random(seed)`
+shuffles each domain's block list in sorted domain order, and every list is
+truncated to the smallest domain's count. Eval is not balanced.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from moe_emergence.atomic import atomic_dir, write_json
+from moe_emergence.config import PackParams
+from moe_emergence.data.documents import SPLITS, domain_files
+from moe_emergence.data.errors import DataError
+from moe_emergence.data.packed import FORMAT_VERSION, packed_schema
+from moe_emergence.data.tokenizer import Tokenizer, load_tokenizer
+
+ROWS_PER_BATCH = 1024
+DOCS_PER_BATCH = 512
+
+
+class DomainPacker:
+    """Turns a stream of tokenized documents into full blocks with provenance."""
+
+    def __init__(self, domain: str, block_size: int, eos_id: int, schema: pa.Schema, path: Path):
+        self.domain, self.block, self.eos = domain, block_size, eos_id
+        self.schema = schema
+        self.writer = pa.ipc.new_file(str(path), schema)
+        self.buf = np.zeros(0, dtype=np.uint16)
+        self.buf_start = 0  # stream position of buf[0]
+        self.doc_ids: list[str] = []  # documents with tokens still in buf (or the one buf starts in)
+        self.doc_starts = np.zeros(0, dtype=np.int64)  # their stream positions
+        self.n_blocks = self.n_docs = self.n_tokens = 0
+
+    def add(self, doc_ids: list[str], ids: list[list[int]]) -> None:
+        if not doc_ids:
+            return
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        flat = np.concatenate([np.asarray(x, dtype=np.uint16) for x in ids])
+        toks = np.insert(flat, np.cumsum(lengths), self.eos)  # EOS after every document
+        stream_end = self.buf_start + len(self.buf)
+        starts = stream_end + np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+        self.buf = np.concatenate([self.buf, toks])
+        self.doc_ids.extend(doc_ids)
+        self.doc_starts = np.concatenate([self.doc_starts, starts])
+        self.n_docs += len(doc_ids)
+        self.n_tokens += len(toks)
+        self._emit()
+
+    def _emit(self) -> None:
+        b = self.block
+        n_full = len(self.buf) // b
+        if n_full == 0:
+            return
+        lo = self.buf_start + np.arange(n_full, dtype=np.int64) * b  # block starts in the stream
+        first = np.searchsorted(self.doc_starts, lo, side="right") - 1
+        last = np.searchsorted(self.doc_starts, lo + b - 1, side="right") - 1
+        counts = last - first + 1
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        within = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], counts)
+        doc_idx = np.repeat(first, counts) + within
+        starts_in_block = np.maximum(self.doc_starts[doc_idx] - np.repeat(lo, counts), 0).astype(np.int32)
+        ids = pa.array(self.doc_ids, type=pa.string()).take(pa.array(doc_idx))
+        tokens = self.buf[: n_full * b]
+        batch = pa.record_batch(
+            [
+                pa.FixedSizeListArray.from_arrays(pa.array(tokens, type=pa.uint16()), b),
+                pa.array([self.domain] * n_full, type=pa.string()),
+                pa.array(np.arange(self.n_blocks, self.n_blocks + n_full, dtype=np.int64)),
+                pa.ListArray.from_arrays(pa.array(offsets), ids),
+                pa.ListArray.from_arrays(pa.array(offsets), pa.array(starts_in_block)),
+                pa.array(lo - self.doc_starts[first]),
+            ],
+            schema=self.schema,
+        )
+        self.writer.write_batch(batch)
+        self.n_blocks += n_full
+        # keep the tokens after the last block and the documents they belong to
+        self.buf = self.buf[n_full * b :].copy()
+        self.buf_start += n_full * b
+        keep = np.searchsorted(self.doc_starts, self.buf_start, side="right") - 1 if len(self.buf) else len(self.doc_ids)
+        self.doc_ids = self.doc_ids[keep:]
+        self.doc_starts = self.doc_starts[keep:]
+
+    def close(self) -> dict[str, int]:
+        self.writer.close()
+        return {"docs": self.n_docs, "tokens": self.n_tokens, "blocks": self.n_blocks, "tail_tokens": len(self.buf)}
+
+
+def _open_blocks(path: Path) -> pa.Table:
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+
+
+def _write_rechunked(path: Path, schema: pa.Schema, pieces: Iterator[pa.Table]) -> int:
+    """Write tables as record batches of exactly ROWS_PER_BATCH rows (the last may be short)."""
+    n = 0
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for piece in pieces:
+            pending.append(piece)
+            pending_rows += piece.num_rows
+            while pending_rows >= ROWS_PER_BATCH:
+                t = pa.concat_tables(pending)
+                head, rest = t.slice(0, ROWS_PER_BATCH), t.slice(ROWS_PER_BATCH)
+                writer.write_batch(head.combine_chunks().to_batches()[0].replace_schema_metadata(None))
+                n += ROWS_PER_BATCH
+                pending, pending_rows = [rest], rest.num_rows
+        if pending_rows:
+            t = pa.concat_tables(pending).combine_chunks()
+            writer.write_batch(t.to_batches()[0].replace_schema_metadata(None))
+            n += pending_rows
+    return n
+
+
+def _take_in_chunks(table: pa.Table, indices: list[int]) -> Iterator[pa.Table]:
+    for i in range(0, len(indices), ROWS_PER_BATCH):
+        yield table.take(pa.array(indices[i : i + ROWS_PER_BATCH], type=pa.int64()))
+
+
+def tokenize_domain(tok: Tokenizer, path: Path, domain: str, block_size: int, schema: pa.Schema,
+                    work: Path) -> dict[str, dict[str, int]]:
+    """Pack one domain's sampled documents into `<work>/<split>.<domain>.arrow`, both splits."""
+    packers = {s: DomainPacker(domain, block_size, tok.eos_id, schema, work / f"{s}.{domain}.arrow") for s in SPLITS}
+    chars = dict.fromkeys(SPLITS, 0)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path} is not a readable Parquet file ({e}); re-run `dvc repro -f sample`") from e
+    for batch in pf.iter_batches(batch_size=DOCS_PER_BATCH, columns=["doc_id", "text", "split"]):
+        ids, texts, splits = (batch.column(i).to_pylist() for i in range(3))
+        encoded = tok.encode_batch(texts)
+        for s in SPLITS:
+            sel = [i for i, x in enumerate(splits) if x == s]
+            packers[s].add([ids[i] for i in sel], [encoded[i] for i in sel])
+            chars[s] += sum(len(texts[i]) for i in sel)
+    return {s: {**packers[s].close(), "chars": chars[s]} for s in SPLITS}
+
+
+def run_pack(pp: PackParams, sampled_dir: str | Path, out_dir: str | Path, report: str | Path,
+             tok: Tokenizer | None = None) -> dict[str, Any]:
+    files = domain_files(sampled_dir, "sample")
+    tok = tok or load_tokenizer(pp.tokenizer)
+    domains = sorted(files)
+    meta = {"block_size": pp.block_size, "eos_id": tok.eos_id, "tokenizer": tok.name,
+            "vocab_size": tok.vocab_size, "domains": domains, "format_version": FORMAT_VERSION}
+    stream_schema = packed_schema(pp.block_size)
+    stats: dict[str, dict[str, Any]] = {s: {} for s in SPLITS}
+    warnings: list[str] = []
+    with atomic_dir(out_dir) as tmp:
+        work = tmp / ".work"
+        work.mkdir()
+        for d in domains:
+            per_split = tokenize_domain(tok, files[d], d, pp.block_size, stream_schema, work)
+            for s in SPLITS:
+                stats[s][d] = per_split[s]
+        empty = [d for d in domains if stats["train"][d]["blocks"] == 0]
+        if empty:
+            d = empty[0]
+            raise DataError(
+                f"pack: the train split of domain {d!r} yields no block of {pp.block_size} tokens "
+                f"({stats['train'][d]['tokens']} tokens); raise sample.size_mb or lower pack.block_size"
+            )
+        for d in domains:
+            if stats["eval"][d]["blocks"] == 0:
+                warnings.append(f"domain {d!r} has no eval block of {pp.block_size} tokens")
+
+        # imbalance is judged on tokens before balancing, tail and EOS included (as in the reference)
+        toks = {d: stats["train"][d]["tokens"] for d in domains}
+        ratio = max(toks.values()) / max(1, min(toks.values()))
+        if ratio > pp.imbalance_warn_ratio:
+            warnings.append(
+                f"train tokens differ by {ratio:.2f}x across domains (> pack.imbalance_warn_ratio "
+                f"{pp.imbalance_warn_ratio}); {'balanced by truncation' if pp.balance_train else 'NOT balanced'}"
+            )
+
+        tables = {s: {d: _open_blocks(work / f"{s}.{d}.arrow") for d in domains} for s in SPLITS}
+        m = min(stats["train"][d]["blocks"] for d in domains)
+        rng = random.Random(pp.seed)
+        selected: dict[str, list[int]] = {}
+        for d in domains:
+            order = list(range(stats["train"][d]["blocks"]))
+            if pp.balance_train:
+                rng.shuffle(order)
+                order = order[:m]
+            selected[d] = order
+
+        def train_pieces() -> Iterator[pa.Table]:
+            for d in domains:
+                yield from _take_in_chunks(tables["train"][d], selected[d])
+
+        def eval_pieces() -> Iterator[pa.Table]:
+            for d in domains:
+                for batch in tables["eval"][d].to_batches(max_chunksize=ROWS_PER_BATCH):
+                    yield pa.Table.from_batches([batch])
+
+        n_train = _write_rechunked(tmp / "train.arrow", packed_schema(pp.block_size, {**meta, "split": "train"}),
+                                   train_pieces())
+        n_eval = _write_rechunked(tmp / "eval.arrow", packed_schema(pp.block_size, {**meta, "split": "eval"}),
+                                  eval_pieces())
+        del tables
+        shutil.rmtree(work)
+
+    for w in warnings:
+        print(f"pack: warning: {w}", file=sys.stderr)
+    for d in domains:
+        st = stats["train"][d]
+        st["blocks_balanced"] = len(selected[d])
+        st["tokens_balanced"] = len(selected[d]) * pp.block_size
+        for s in SPLITS:
+            x = stats[s][d]
+            x["tokens_per_char"] = round(x["tokens"] / x["chars"], 4) if x["chars"] else 0.0
+    summary = {
+        "train": {"domains": stats["train"], "blocks": n_train, "tokens": n_train * pp.block_size,
+                  "imbalance_ratio": round(ratio, 4), "balanced": pp.balance_train},
+        "eval": {"domains": stats["eval"], "blocks": n_eval, "tokens": n_eval * pp.block_size},
+        "block_size": pp.block_size,
+        "tokenizer": {"name": tok.name, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id},
+        "warnings": warnings,
+    }
+    write_json(report, summary)
+    return summary

@@ -1,0 +1,92 @@
+"""Sample: a seeded shuffle, then truncation to the character budget of each domain.
+
+The budget is `size_mb * 2**20` Python characters per domain, train and eval
+together, as in the reference experiment; each split gets its share of the
+budget in proportion to its characters after the split, so eval keeps its
+size relative to train. Documents are shuffled with a local RNG seeded from
+(seed, domain, split), in doc-id order first so that the input order does not
+matter, then taken while the running total is under the budget (the check
+comes before adding, so the last document can overshoot, as in the reference).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from moe_emergence.atomic import atomic_dir, write_json
+from moe_emergence.config import SampleParams
+from moe_emergence.data.documents import SPLITS, domain_files, read_docs, write_docs
+from moe_emergence.data.errors import DataError
+
+
+def budget_chars(size_mb: float) -> int:
+    return int(size_mb * 2**20)
+
+
+def shuffled_prefix(doc_ids: list[str], n_chars: list[int], budget: int, rng: random.Random) -> list[int]:
+    """Indices of a seeded shuffle of the documents, cut once `budget` characters are reached."""
+    order = sorted(range(len(doc_ids)), key=doc_ids.__getitem__)
+    rng.shuffle(order)
+    taken: list[int] = []
+    total = 0
+    for i in order:
+        if total >= budget:
+            break
+        taken.append(i)
+        total += n_chars[i]
+    return taken
+
+
+def sample_domain(table: pa.Table, domain: str, sp: SampleParams) -> tuple[pa.Table, dict[str, Any]]:
+    budget = budget_chars(sp.size_mb)
+    split_col = table.column("split")
+    parts = {s: table.filter(pc.equal(split_col, s)) for s in SPLITS}
+    chars = {s: int(pc.sum(parts[s].column("n_chars")).as_py() or 0) for s in SPLITS}
+    total = sum(chars.values())
+    warning = None
+    if total < budget:
+        msg = (
+            f"domain {domain!r} has {total:,} characters after fetch and split (train {chars['train']:,} + "
+            f"eval {chars['eval']:,}) but sample.size_mb = {sp.size_mb} asks for {budget:,} "
+            f"({total / 2**20:.3f} MB available)"
+        )
+        if sp.on_short == "error":
+            raise DataError(f"{msg}; lower sample.size_mb, add documents, or set sample.on_short: warn")
+        warning = msg + "; all of it is used"
+        print(f"sample: warning: {warning}", file=sys.stderr)
+    out_parts = []
+    report: dict[str, Any] = {"budget_chars": budget, "available": {}, "sampled": {}}
+    eval_budget = round(budget * chars["eval"] / total) if total else 0
+    budgets = {"train": budget - eval_budget, "eval": eval_budget}
+    for s in SPLITS:
+        part = parts[s]
+        ids = part.column("doc_id").to_pylist()
+        n = part.column("n_chars").to_pylist()
+        rng = random.Random(f"{sp.seed}/{domain}/{s}")  # str seeds hash with SHA-512: stable
+        idx = shuffled_prefix(ids, n, budgets[s], rng)
+        out_parts.append(part.take(pa.array(idx, type=pa.int64())))
+        report["available"][s] = {"docs": len(ids), "chars": chars[s]}
+        report["sampled"][s] = {"docs": len(idx), "chars": sum(n[i] for i in idx), "budget_chars": budgets[s]}
+    if warning:
+        report["warning"] = warning
+    out = pa.concat_tables(out_parts).replace_schema_metadata(table.schema.metadata)
+    return out, report
+
+
+def run_sample(sp: SampleParams, split_dir: str | Path, out_dir: str | Path, report: str | Path) -> dict[str, Any]:
+    files = domain_files(split_dir, "split")
+    domains: dict[str, Any] = {}
+    with atomic_dir(out_dir) as tmp:
+        for domain, path in files.items():
+            out, rep = sample_domain(read_docs(path, "split"), domain, sp)
+            write_docs(tmp / f"{domain}.parquet", out)
+            domains[domain] = rep
+    summary = {"domains": domains, "params": {"seed": sp.seed, "size_mb": sp.size_mb}}
+    write_json(report, summary)
+    return summary

@@ -1,0 +1,1 @@
+"""GPT-2 with Mixture-of-Experts MLPs: router, dispatch, losses, ghost experts, checkpoints."""

@@ -1,0 +1,182 @@
+"""Model-only checkpoints: `model.safetensors` plus a `model.json` sidecar.
+
+The sidecar holds everything needed to rebuild the module tree before the
+weights go in: the transformers `GPT2Config`, the attention implementation,
+the MoE structure (blocks, experts, top-k, noise, active masks) and whatever
+the caller adds under `extra`. No pickle anywhere.
+
+Tied weights: GPT-2's LM head is the token embedding. safetensors refuses
+tensors that share storage, so only the first name of each shared tensor is
+written; the sidecar lists the aliases and loading re-ties them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from moe_emergence.atomic import atomic_path, write_json
+from moe_emergence.config import ModelParams
+from moe_emergence.model.gpt2 import moe_layers, to_moe
+
+FORMAT = "moe_emergence.model/1"
+WEIGHTS = "model.safetensors"
+SIDECAR = "model.json"
+
+
+class CheckpointError(ValueError):
+    """A model checkpoint is missing, corrupt, or its sidecar disagrees with its weights."""
+
+
+def _unwrap(model: nn.Module) -> GPT2LMHeadModel:
+    while not isinstance(model, GPT2LMHeadModel) and hasattr(model, "module"):
+        model = model.module
+    if not isinstance(model, GPT2LMHeadModel):
+        raise TypeError(f"save_model: expected a GPT2LMHeadModel, got {type(model).__name__}")
+    return model
+
+
+def moe_spec(model: nn.Module) -> dict[str, Any] | None:
+    """The MoE structure of a model (None for a dense one), as stored in the sidecar."""
+    layers = moe_layers(model)
+    if not layers:
+        return None
+    _, first = layers[0]
+    for i, layer in layers:
+        for attr in ("n_experts", "n_primary", "top_k", "router_noise_std"):
+            if getattr(layer, attr) != getattr(first, attr):
+                raise ValueError(f"MoE layers differ in {attr} (block {i}); the sidecar assumes one shape")
+    return {
+        "moe_layers": [i for i, _ in layers],
+        "n_experts": first.n_primary,
+        "ghost_experts": first.n_experts - first.n_primary,
+        "top_k": first.top_k,
+        "router_noise_std": first.router_noise_std,
+        "active": {str(i): [bool(a) for a in layer.active.tolist()] for i, layer in layers},
+    }
+
+
+def save_model(model: nn.Module, directory: str | Path, extra: dict | None = None) -> Path:
+    """Write `directory/model.safetensors` and `directory/model.json`; returns the directory."""
+    model = _unwrap(model)
+    directory = Path(directory)
+    state = model.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, t in state.items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if key in seen:
+            tied[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = t.detach().to("cpu").contiguous()
+    sidecar = {
+        "format": FORMAT,
+        "gpt2_config": model.config.to_dict(),
+        "attn_implementation": model.config._attn_implementation,
+        "moe": moe_spec(model),
+        "tied": tied,
+        "tensors": {k: [str(v.dtype).removeprefix("torch."), list(v.shape)] for k, v in tensors.items()},
+        "extra": extra or {},
+    }
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    write_json(directory / SIDECAR, sidecar)
+    return directory
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: model sidecar not found (expected next to {WEIGHTS}; was save_model run?)")
+    try:
+        side = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt model sidecar, not valid JSON ({e}); re-save the model") from None
+    if not isinstance(side, dict) or side.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a model sidecar of format {FORMAT!r} (got {side.get('format') if isinstance(side, dict) else side!r})"
+        )
+    for key in ("gpt2_config", "moe", "tied"):
+        if key not in side:
+            raise CheckpointError(f"{path}: model sidecar lacks `{key}`")
+    return side
+
+
+def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
+    """Rebuild a model saved by `save_model`: (model in eval mode on CPU, sidecar dict).
+
+    Raises CheckpointError for a missing or corrupt file, or a sidecar that does
+    not match the weights (names, shapes, active masks).
+    """
+    directory = Path(directory)
+    side = _read_sidecar(directory / SIDECAR)
+    wpath = directory / WEIGHTS
+    if not wpath.is_file():
+        raise CheckpointError(f"{wpath}: model weights not found")
+    try:
+        tensors = load_file(str(wpath))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{wpath}: corrupt or unreadable safetensors file ({e}); re-save the model") from None
+
+    try:
+        cfg = GPT2Config.from_dict(side["gpt2_config"])
+    except Exception as e:
+        raise CheckpointError(f"{directory / SIDECAR}: `gpt2_config` is not a valid GPT2Config ({e})") from None
+    cfg._attn_implementation = side.get("attn_implementation") or "sdpa"
+    model = GPT2LMHeadModel(cfg)
+    spec = side["moe"]
+    if spec is not None:
+        mp = ModelParams(
+            moe_layers=list(spec["moe_layers"]),
+            n_experts=int(spec["n_experts"]),
+            ghost_experts=int(spec["ghost_experts"]),
+            top_k=int(spec["top_k"]),
+            router_noise_std=float(spec["router_noise_std"]),
+            moe_init="upcycle",
+            upcycle_noise=0.0,  # weights come from the file
+        )
+        try:
+            to_moe(model, mp, seed=0)
+        except ValueError as e:
+            raise CheckpointError(f"{directory / SIDECAR}: MoE structure does not fit the config: {e}") from None
+
+    expected = model.state_dict()
+    tied = side["tied"]
+    want = {k for k in expected if k not in tied}
+    missing, unexpected = sorted(want - set(tensors)), sorted(set(tensors) - want)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{directory}: sidecar and weights disagree: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
+    for k in want:
+        if tuple(expected[k].shape) != tuple(tensors[k].shape):
+            raise CheckpointError(
+                f"{directory}: tensor {k} has shape {tuple(tensors[k].shape)} in {WEIGHTS} but the "
+                f"sidecar's model expects {tuple(expected[k].shape)}"
+            )
+    dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        model.to(dtype=dtypes.pop())
+    result = model.load_state_dict(tensors, strict=False)
+    if sorted(result.missing_keys) != sorted(tied):
+        raise CheckpointError(f"{directory}: weights left unset after loading: {result.missing_keys[:5]}")
+    for alias, source in tied.items():
+        a, s = model.get_parameter(alias), model.get_parameter(source)
+        if a is not s:
+            raise CheckpointError(f"{directory}: {alias} should be tied to {source} but is not")
+    if spec is not None:
+        for i, layer in moe_layers(model):
+            if [bool(a) for a in layer.active.tolist()] != spec["active"].get(str(i)):
+                raise CheckpointError(f"{directory}: active experts of block {i} differ between sidecar and weights")
+    model.eval()
+    return model, side

@@ -1,0 +1,173 @@
+"""Ghost experts: spare experts held dormant until a layer's routing saturates.
+
+A MoE layer built with `model.ghost_experts` > 0 has that many extra experts
+whose `active` flag is False: the router masks them out (logit -inf), so they
+get no tokens, no load and no LM gradient. `GhostController` wakes them.
+
+The rule (checked by `observe`, which the trainer calls at each routing check
+with every MoE layer's load fractions over that check's tokens):
+
+    a layer whose top expert's share of the load exceeds `threshold`
+    (model.ghost_threshold) at `patience` (model.ghost_patience) consecutive
+    checks wakes its lowest-indexed dormant expert, and its streak restarts.
+
+Waking expert j to relieve the saturated expert i:
+- expert j's weights become a copy of expert i's plus N(0, 1) * `noise` * std
+  per parameter (`noise` is model.upcycle_noise), so the layer's function
+  barely changes;
+- router row j becomes row i + delta and row i becomes row i - delta, with
+  delta ~ N(0, 1) * `router_offset` * std(row i): the two logits tie up to
+  +-x.delta, so i's tokens divide along a random hyperplane between i and j
+  (about half each, depending on where the tokens lie), and the
+  load-balancing loss takes over from there;
+- `active[j]` is set. A layer with no dormant expert left is not touched.
+
+Every wake returns a `WakeEvent` (step, block, relieved expert, woken expert,
+the share that triggered it) for the trainer to log. In DDP, call `observe` on
+every rank with the same (all-reduced) fractions: the controller's own seeded
+generator then makes identical wakes everywhere.
+
+Optimizer state: the woken expert's parameters existed all along (they were
+in the optimizer, with zero gradients while dormant), so one AdamW over all
+parameters needs no rebuild. Its moments, though, are those of an unused
+expert; `copy_optimizer_state` gives it the relieved expert's instead (and the
+router row's), so the copy continues the same trajectory. Call it right after
+a wake.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from moe_emergence.config import ModelParams
+from moe_emergence.model.gpt2 import moe_layers
+from moe_emergence.model.moe import MoELayer
+from moe_emergence.model.routing_stats import load_fractions
+
+
+@dataclass
+class WakeEvent:
+    step: int
+    layer: int  # block index
+    relieved: int  # the saturated expert whose load is split
+    woken: int  # the ghost expert now active
+    top_share: float | None  # the relieved expert's share at the triggering check (None if forced)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class GhostController:
+    """Wakes dormant experts by the rule in this module's docstring."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        threshold: float,
+        patience: int,
+        noise: float = 1e-3,
+        router_offset: float = 1e-2,
+        seed: int = 0,
+    ) -> None:
+        if not 0 < threshold <= 1:
+            raise ValueError(f"model.ghost_threshold must be in (0, 1], got {threshold}")
+        if patience < 1:
+            raise ValueError(f"model.ghost_patience must be >= 1, got {patience}")
+        self.layers: dict[int, MoELayer] = dict(moe_layers(model))
+        self.threshold = threshold
+        self.patience = patience
+        self.noise = noise
+        self.router_offset = router_offset
+        self.gen = torch.Generator().manual_seed(seed)
+        self.streak: dict[int, int] = {i: 0 for i in self.layers}
+        self.events: list[WakeEvent] = []
+
+    @classmethod
+    def from_params(cls, model: nn.Module, mp: ModelParams, seed: int) -> GhostController:
+        return cls(model, mp.ghost_threshold, mp.ghost_patience, noise=mp.upcycle_noise, seed=seed)
+
+    def dormant(self, layer: int) -> list[int]:
+        return [int(e) for e in (~self.layers[layer].active).nonzero().flatten().tolist()]
+
+    def observe(self, step: int, fractions: Mapping[int, Sequence[float] | torch.Tensor | np.ndarray]) -> list[WakeEvent]:
+        """Feed one check's load fractions (or counts) per block; returns the wakes it caused."""
+        events = []
+        for i, frac in fractions.items():
+            if i not in self.layers:
+                raise KeyError(f"GhostController.observe: block {i} is not a MoE layer")
+            f = torch.as_tensor(load_fractions(frac)).cpu()
+            top = int(f.argmax())
+            if float(f[top]) > self.threshold:
+                self.streak[i] += 1
+            else:
+                self.streak[i] = 0
+            if self.streak[i] >= self.patience and self.dormant(i):
+                events.append(self.wake(step, i, top, float(f[top])))
+        return events
+
+    def wake(self, step: int, layer: int, relieved: int, top_share: float | None = None) -> WakeEvent:
+        """Wake the lowest-indexed dormant expert of `layer` to relieve expert `relieved`."""
+        moe = self.layers[layer]
+        dormant = self.dormant(layer)
+        if not dormant:
+            raise RuntimeError(f"block {layer} has no dormant expert left to wake")
+        if not bool(moe.active[relieved]):
+            raise ValueError(f"expert {relieved} of block {layer} is itself dormant")
+        woken = dormant[0]
+        with torch.no_grad():
+            src, dst = moe.experts[relieved], moe.experts[woken]
+            for ps, pd in zip(src.parameters(), dst.parameters(), strict=True):
+                std = ps.float().std().item() if ps.numel() > 1 else 0.0
+                noise = torch.randn(ps.shape, generator=self.gen) * (std * self.noise)
+                pd.copy_(ps + noise.to(ps.device, ps.dtype))
+            w = moe.router.weight
+            row = w[relieved].float()
+            delta = torch.randn(row.shape, generator=self.gen) * (row.std().item() * self.router_offset)
+            delta = delta.to(w.device, w.dtype)
+            w[woken] = w[relieved] + delta
+            w[relieved] -= delta
+            moe.active[woken] = True
+        self.streak[layer] = 0
+        event = WakeEvent(step=step, layer=layer, relieved=relieved, woken=woken, top_share=top_share)
+        self.events.append(event)
+        return event
+
+    def copy_optimizer_state(self, optimizer: torch.optim.Optimizer, event: WakeEvent) -> None:
+        """Give the woken expert (and its router row) the relieved expert's optimizer state."""
+        moe = self.layers[event.layer]
+        src, dst = moe.experts[event.relieved], moe.experts[event.woken]
+        for ps, pd in zip(src.parameters(), dst.parameters(), strict=True):
+            st = optimizer.state.get(ps)
+            if st:
+                optimizer.state[pd] = {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
+            else:
+                optimizer.state.pop(pd, None)
+        w = moe.router.weight
+        st = optimizer.state.get(w)
+        if st:
+            with torch.no_grad():
+                for v in st.values():
+                    if torch.is_tensor(v) and v.shape == w.shape:
+                        v[event.woken] = v[event.relieved]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Streaks, events and generator state as plain JSON types, for a resumable
+        checkpoint (the active masks live in the model's own state)."""
+        return {
+            "streak": {str(k): v for k, v in self.streak.items()},
+            "events": [e.to_dict() for e in self.events],
+            "rng": base64.b64encode(self.gen.get_state().numpy().tobytes()).decode("ascii"),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.streak = {int(k): int(v) for k, v in state["streak"].items()}
+        self.events = [WakeEvent(**e) for e in state["events"]]
+        raw = np.frombuffer(base64.b64decode(state["rng"]), dtype=np.uint8).copy()
+        self.gen.set_state(torch.from_numpy(raw))

@@ -1,0 +1,197 @@
+"""GPT-2 from `transformers`, dense or with MoE MLPs in chosen blocks.
+
+Model surgery is one attribute assignment per block (`block.mlp = MoELayer`),
+so attention, norms, residuals, masking and caching stay as the library has
+them. The experts are copies of the block's own `GPT2MLP` (Conv1D weights
+stored [in, out], `gelu_new`, dropout), never a rebuilt MLP.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
+
+from moe_emergence.config import ArchParams, ModelParams
+from moe_emergence.model.moe import MoELayer
+
+GPT2_VOCAB = 50257
+
+
+def gpt2_config(
+    arch: ArchParams, vocab_size: int = GPT2_VOCAB, attn_implementation: str = "sdpa"
+) -> GPT2Config:
+    """GPT-2 config for a model trained from scratch: dropout 0, tied embeddings."""
+    eos = min(50256, vocab_size - 1)
+    return GPT2Config(
+        vocab_size=vocab_size,
+        n_layer=arch.n_layer,
+        n_embd=arch.n_embd,
+        n_head=arch.n_head,
+        n_positions=arch.n_positions,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        tie_word_embeddings=True,
+        attn_implementation=attn_implementation,
+    )
+
+
+def make_dense(
+    arch: ArchParams,
+    vocab_size: int = GPT2_VOCAB,
+    attn_implementation: str = "sdpa",
+    seed: int | None = None,
+) -> GPT2LMHeadModel:
+    """A freshly initialized GPT-2 (GPT-2's init: N(0, 0.02), residual projections
+    scaled by 1/sqrt(2 n_layer)) with tied embeddings and no dropout.
+
+    `seed` makes the init independent of the global RNG (which it leaves untouched);
+    without it the global RNG is used.
+    """
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
+    cfg = gpt2_config(arch, vocab_size, attn_implementation)
+    if seed is None:
+        return GPT2LMHeadModel(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(cfg)
+
+
+def load_pretrained(
+    name_or_path: str, attn_implementation: str = "sdpa", dropout: float | None = None
+) -> GPT2LMHeadModel:
+    """A pretrained GPT-2 from a local directory or the Hugging Face hub (cache first).
+
+    Only GPT-2 architectures load, and never with remote code. `dropout`, when
+    given, overrides the checkpoint's residual, embedding and attention dropout
+    (GPT-2's own config says 0.1). Raises RuntimeError when the model cannot be
+    had, e.g. offline with an empty cache, naming the CPU profile's way out.
+    """
+    kwargs: dict = {"attn_implementation": attn_implementation, "trust_remote_code": False}
+    if dropout is not None:
+        kwargs.update(resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+    looks_local = os.sep in name_or_path or name_or_path.startswith(".") or Path(name_or_path).exists()
+    if looks_local and not Path(name_or_path).is_dir():
+        raise RuntimeError(
+            f"model.init: {name_or_path!r} looks like a local path but is not a directory with a "
+            "pretrained GPT-2 (config.json + weights); fix the path, use a hub name such as "
+            "'gpt2', or set `model.init: scratch` to train a small base from scratch"
+        )
+    errors = []
+    for local_only in (True, False):  # the local cache first: no network needed when present
+        try:
+            model = GPT2LMHeadModel.from_pretrained(name_or_path, local_files_only=local_only, **kwargs)
+            break
+        except Exception as e:  # OSError, connection and hub errors all mean "not loadable"
+            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            if looks_local:
+                break
+    else:
+        model = None
+    if model is None:
+        raise RuntimeError(
+            f"could not load the pretrained model {name_or_path!r}: not in the local cache and it "
+            "could not be loaded offline or from the hub (no network?). Download it where there "
+            "is network (the `gpt2` profile needs it), or use the CPU profile, which trains its "
+            f"base from scratch: `model.init: scratch`. Details: {' | '.join(errors)}"
+        )
+    if not isinstance(model, GPT2LMHeadModel) or model.config.model_type != "gpt2":
+        raise RuntimeError(f"model.init: {name_or_path!r} is not a GPT-2 checkpoint")
+    return model
+
+
+def _perturb_(module: nn.Module, rel_std: float, gen: torch.Generator) -> None:
+    """Add N(0, 1) * std(param) * rel_std to every parameter (std elementwise, not the norm)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            std = p.float().std().item() if p.numel() > 1 else 0.0
+            if std > 0 and rel_std > 0 and math.isfinite(std):
+                noise = torch.randn(p.shape, generator=gen) * (std * rel_std)
+                p.add_(noise.to(p.device, p.dtype))
+
+
+def _init_scratch_(mlp: nn.Module, initializer_range: float, n_layer: int, gen: torch.Generator) -> None:
+    """GPT-2's init of an MLP: N(0, 0.02), c_proj scaled by 1/sqrt(2 n_layer), zero bias."""
+    with torch.no_grad():
+        for conv, std in (
+            (mlp.c_fc, initializer_range),
+            (mlp.c_proj, initializer_range / math.sqrt(2 * n_layer)),
+        ):
+            w = torch.randn(conv.weight.shape, generator=gen) * std
+            conv.weight.copy_(w.to(conv.weight.device, conv.weight.dtype))
+            conv.bias.zero_()
+
+
+def to_moe(dense: GPT2LMHeadModel, mp: ModelParams, seed: int) -> GPT2LMHeadModel:
+    """Swap `block.mlp` of the blocks in `mp.moe_layers` for MoE layers, IN PLACE.
+
+    The dense model is modified and returned (deep-copy it first to keep it).
+    Each layer gets `mp.n_experts + mp.ghost_experts` experts:
+    - moe_init "upcycle": each a copy of the block's MLP plus N(0,1) *
+      `mp.upcycle_noise` * std(param) per parameter (0 gives exact copies, and
+      logits equal to the dense model's);
+    - moe_init "scratch": each freshly initialized with GPT-2's init.
+    The router is N(0, initializer_range). All randomness comes from `seed`.
+    """
+    blocks = dense.transformer.h
+    n_layer = len(blocks)
+    for i in mp.moe_layers:
+        if not 0 <= i < n_layer:
+            raise ValueError(
+                f"model.moe_layers: block {i} does not exist; the model has blocks 0..{n_layer - 1}"
+            )
+        if not isinstance(blocks[i].mlp, GPT2MLP):
+            raise ValueError(f"model.moe_layers: block {i} has no dense GPT2MLP to replace (already MoE?)")
+    if not 1 <= mp.top_k <= mp.n_experts:
+        raise ValueError(f"model.top_k must be in 1..model.n_experts ({mp.n_experts}), got {mp.top_k}")
+    gen = torch.Generator().manual_seed(seed)
+    cfg = dense.config
+    n_total = mp.n_experts + mp.ghost_experts
+    for i in sorted(mp.moe_layers):
+        block = blocks[i]
+        mlp = block.mlp
+        experts = []
+        for _ in range(n_total):
+            ex = copy.deepcopy(mlp)
+            if mp.moe_init == "scratch":
+                _init_scratch_(ex, cfg.initializer_range, cfg.n_layer, gen)
+            else:
+                _perturb_(ex, mp.upcycle_noise, gen)
+            experts.append(ex)
+        layer = MoELayer(
+            experts,
+            cfg.n_embd,
+            top_k=mp.top_k,
+            router_noise_std=mp.router_noise_std,
+            n_primary=mp.n_experts,
+        )
+        layer.router.reset_parameters(std=cfg.initializer_range, generator=gen)
+        weight = next(mlp.parameters())
+        layer.to(device=weight.device, dtype=weight.dtype)
+        layer.train(mlp.training)
+        block.mlp = layer
+    return dense
+
+
+def moe_layers(model: nn.Module) -> list[tuple[int, MoELayer]]:
+    """(block index, MoE layer) for every block whose MLP is a MoE layer, in order."""
+    # Unwrap DistributedDataParallel (.module) and torch.compile (._orig_mod).
+    while not hasattr(model, "transformer") and (
+        hasattr(model, "module") or hasattr(model, "_orig_mod")
+    ):
+        model = getattr(model, "module", None) or model._orig_mod
+    inner = getattr(model, "transformer", model)
+    blocks = getattr(inner, "h", None)
+    if blocks is None:
+        raise TypeError(f"moe_layers: expected a GPT-2 model, got {type(model).__name__}")
+    return [(i, b.mlp) for i, b in enumerate(blocks) if isinstance(b.mlp, MoELayer)]

@@ -1,0 +1,96 @@
+"""The router: one place that turns a token's MLP input into its expert choice.
+
+Everything downstream reads the `Routing` it returns, so the three views of the
+router that the reference project once mixed up stay apart:
+
+- `logits`: pre-noise, fp32, with dormant (ghost) experts at -inf. The z-loss
+  reads these.
+- `probs`: softmax of the logits after exploration noise. The experts actually
+  used are the top-k of these, so the load-balancing P reads them too.
+- `clean_probs` and `entropy`: before noise. Logs and analysis read these, so
+  "router confidence" never moves with the noise schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Routing:
+    """One forward's routing decisions for N = B*T tokens and E experts."""
+
+    expert_idx: Tensor  # [N, k] long, the experts each token is sent to
+    gate: Tensor  # [N, k] weights applied to the expert outputs
+    logits: Tensor  # [N, E] fp32 raw router logits (no noise; dormant experts -inf)
+    probs: Tensor  # [N, E] fp32 softmax after noise (LB's P); == clean_probs without noise
+    clean_probs: Tensor  # [N, E] fp32 softmax before noise (logging, analysis)
+    entropy: Tensor  # [N] fp32 entropy of clean_probs in nats, detached
+    counts: Tensor  # [E] long, assignments per expert (sums to N*k)
+
+
+def count_assignments(expert_idx: Tensor, n_experts: int) -> Tensor:
+    """Hard counts per expert of the [N, k] assignments, a long tensor [E].
+
+    On CUDA `bincount` reads the maximum back to the host; a scatter-add does not.
+    """
+    flat = expert_idx.reshape(-1)
+    if flat.is_cuda:
+        counts = torch.zeros(n_experts, dtype=torch.long, device=flat.device)
+        return counts.scatter_add_(0, flat, torch.ones_like(flat))
+    return torch.bincount(flat, minlength=n_experts)
+
+
+class Router(nn.Module):
+    """Linear map d -> E without bias, always computed in fp32 (also under autocast)."""
+
+    def __init__(self, d_model: int, n_experts: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_experts, d_model))
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+        # GPT-2's initializer_range: logits start near zero, so routing starts near uniform.
+        with torch.no_grad():
+            w = torch.randn(self.weight.shape, generator=generator) * std
+            self.weight.copy_(w.to(self.weight.device, self.weight.dtype))
+
+    def forward(
+        self, x: Tensor, top_k: int, noise_std: float = 0.0, active: Tensor | None = None
+    ) -> Routing:
+        """Route x [N, d]. `noise_std` > 0 adds Gaussian noise to the logits used for
+        selection; `active` [E] bool masks dormant experts out of routing."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            logits = nn.functional.linear(x.float(), self.weight.float())  # [N, E]
+            if active is not None:
+                logits = logits.masked_fill(~active, float("-inf"))
+            clean_probs = logits.softmax(-1)
+            if noise_std > 0:
+                probs = (logits + torch.randn_like(logits) * noise_std).softmax(-1)
+            else:
+                probs = clean_probs
+            top_p, expert_idx = probs.topk(top_k, dim=-1)  # [N, k]
+            if top_k == 1:
+                if self.training:
+                    # Straight-through: forward exactly 1 (an upcycled expert reproduces
+                    # the dense MLP), gradient as if the weight were p. Renormalizing a
+                    # single weight would give a constant 1 and starve the router.
+                    gate = 1.0 + (top_p - top_p.detach())  # parenthesized: (1 + p) - p rounds
+                else:
+                    gate = torch.ones_like(top_p)
+            else:
+                gate = top_p / top_p.sum(-1, keepdim=True)
+            with torch.no_grad():
+                entropy = torch.special.entr(clean_probs).sum(-1)
+        return Routing(
+            expert_idx=expert_idx,
+            gate=gate,
+            logits=logits,
+            probs=probs,
+            clean_probs=clean_probs,
+            entropy=entropy,
+            counts=count_assignments(expert_idx, logits.shape[-1]),
+        )

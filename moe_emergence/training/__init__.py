@@ -1,0 +1,1 @@
+"""Training: the loop, its schedule, eval, collapse detection, resumable state, data parallel."""

@@ -1,0 +1,151 @@
+"""Evaluation on the whole eval set and router statistics over a window of tokens.
+
+LM loss is computed per sequence (mean over its shifted positions) and grouped
+by the block's domain. The overall loss is reported both block-weighted (every
+eval block counts once) and macro-averaged over domains (every domain counts
+once, whatever its eval share). Perplexity comes from the LM loss alone; the
+auxiliary losses are reported separately and never folded in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from moe_emergence.model.gpt2 import moe_layers
+from moe_emergence.model.losses import load_balance_loss, z_loss
+from moe_emergence.model.routing_stats import (
+    dead_experts,
+    load_fractions,
+    normalized_load_entropy,
+    top_share,
+)
+
+
+def sequence_lm_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy per sequence: [B, T, V] logits, [B, T] ids -> [B]."""
+    b, t, v = logits.shape
+    ce = F.cross_entropy(
+        logits[:, :-1].reshape(-1, v).float(), ids[:, 1:].reshape(-1), reduction="none"
+    )
+    return ce.view(b, t - 1).mean(dim=1)
+
+
+def group_by_domain(per_seq: np.ndarray, domain_codes: np.ndarray, names: list[str]) -> dict[str, float]:
+    out = {}
+    for code, name in enumerate(names):
+        sel = domain_codes == code
+        if sel.any():
+            out[name] = float(per_seq[sel].mean())
+    return out
+
+
+class RouterWindow:
+    """Expert counts and router entropy per MoE layer, accumulated over many forwards."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.layers = [(i, layer) for i, layer in moe_layers(model)]
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts: dict[int, torch.Tensor] = {}
+        self.entropy_sum: dict[int, float] = {}
+        self.tokens: dict[int, int] = {}
+
+    def update(self) -> None:
+        for i, layer in self.layers:
+            r = layer.last_routing
+            n_exp = r.logits.shape[-1]
+            c = torch.bincount(r.expert_idx.reshape(-1).cpu(), minlength=n_exp).double()
+            self.counts[i] = self.counts.get(i, torch.zeros(n_exp, dtype=torch.float64)) + c
+            self.entropy_sum[i] = self.entropy_sum.get(i, 0.0) + float(r.entropy.detach().double().sum())
+            self.tokens[i] = self.tokens.get(i, 0) + r.entropy.numel()
+
+    def all_reduce(self) -> None:
+        """Sum the window over data-parallel ranks (no-op in one process)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        for i in self.counts:
+            extra = torch.tensor([self.entropy_sum[i], float(self.tokens[i])], dtype=torch.float64)
+            buf = torch.cat([self.counts[i], extra])
+            torch.distributed.all_reduce(buf)
+            self.counts[i] = buf[:-2]
+            self.entropy_sum[i], self.tokens[i] = float(buf[-2]), int(buf[-1])
+
+    def fractions(self) -> dict[int, torch.Tensor]:
+        return {i: load_fractions(c) for i, c in self.counts.items()}
+
+    def stats(self) -> dict[str, float]:
+        """Flat metrics, `router/layer<i>/...`, plus the max top share over layers."""
+        out: dict[str, float] = {}
+        shares = []
+        for i, c in sorted(self.counts.items()):
+            frac = load_fractions(c)
+            share = float(top_share(frac))
+            shares.append(share)
+            p = f"router/layer{i}"
+            out[f"{p}/top_share"] = share
+            out[f"{p}/load_entropy"] = float(normalized_load_entropy(frac))
+            out[f"{p}/dead_experts"] = float(dead_experts(frac))
+            out[f"{p}/token_entropy"] = self.entropy_sum[i] / max(1, self.tokens[i])
+            for e, f in enumerate(frac.tolist()):
+                out[f"{p}/load_e{e}"] = f
+        if shares:
+            out["router/max_share"] = max(shares)
+        return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    ids: np.ndarray,
+    domain_codes: np.ndarray,
+    domain_names: list[str],
+    batch_size: int,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> dict[str, float]:
+    """Whole-eval-set metrics in `eval/...` names, plus router stats in `router/...`."""
+    was_training = model.training
+    model.eval()
+    window = RouterWindow(model)
+    per_seq = np.empty(len(ids), dtype=np.float64)
+    lb_sum = z_sum = 0.0
+    n_batches = 0
+    for start in range(0, len(ids), batch_size):
+        x = torch.from_numpy(ids[start : start + batch_size].astype(np.int64)).to(device)
+        with autocast():
+            logits = model(input_ids=x).logits
+        per_seq[start : start + len(x)] = sequence_lm_loss(logits, x).double().cpu().numpy()
+        if window.layers:
+            window.update()
+            lbs, zs = [], []
+            for _, layer in window.layers:
+                r = layer.last_routing
+                lbs.append(float(load_balance_loss(r.probs, r.expert_idx, r.probs.shape[-1])))
+                zs.append(float(z_loss(r.logits)))
+            lb_sum += sum(lbs) / len(lbs)
+            z_sum += sum(zs) / len(zs)
+        n_batches += 1
+    model.train(was_training)
+    by_dom = group_by_domain(per_seq, domain_codes, domain_names)
+    lm = float(per_seq.mean())
+    out = {
+        "eval/lm_loss": lm,
+        "eval/lm_loss_macro": float(np.mean(list(by_dom.values()))),
+        "eval/ppl": math.exp(min(lm, 20.0)),
+        "eval/blocks": float(len(ids)),
+    }
+    for name, v in by_dom.items():
+        out[f"eval/lm_loss_{name}"] = v
+        out[f"eval/ppl_{name}"] = math.exp(min(v, 20.0))
+    if window.layers:
+        out["eval/lb_loss"] = lb_sum / n_batches
+        out["eval/z_loss"] = z_sum / n_batches
+        out.update(window.stats())
+    return out

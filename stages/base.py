@@ -1,0 +1,29 @@
+"""Stage `base`: the dense model every variant starts from.
+
+CPU profile (`model.init: scratch`): a small GPT-2-shaped model trained on the
+train split for `base.max_steps`. GPT-2 profile (`model.init: gpt2`,
+`base.max_steps: 0`): the pretrained checkpoint, exported as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from moe_emergence.cli import run_stage
+from moe_emergence.config import load_params
+from moe_emergence.training.runs import run_base
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--packed", type=Path, default=Path("data/packed"))
+    ap.add_argument("--model-out", type=Path, default=Path("models/base"))
+    ap.add_argument("--report-out", type=Path, default=Path("reports/train/base"))
+    a = ap.parse_args()
+    run_base(load_params(a.params), a.packed, a.model_out, a.report_out)
+
+
+if __name__ == "__main__":
+    run_stage("base", main)

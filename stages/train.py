@@ -1,0 +1,33 @@
+"""Stage `train@<variant>` / `train_dense`: fine-tune one variant from the base model.
+
+Usage: python stages/train.py --variant moe [--packed data/packed --base models/base]
+Several GPUs: torchrun --nproc_per_node N stages/train.py --variant moe
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from moe_emergence.cli import run_stage
+from moe_emergence.config import load_params
+from moe_emergence.training.runs import run_variant
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--variant", required=True)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--packed", type=Path, default=Path("data/packed"))
+    ap.add_argument("--base", type=Path, default=Path("models/base"))
+    ap.add_argument("--model-out", type=Path)
+    ap.add_argument("--report-out", type=Path)
+    a = ap.parse_args()
+    params = load_params(a.params)
+    params.variant(a.variant)  # an unknown variant fails here, before any work
+    run_variant(params, a.variant, a.packed, a.base, a.model_out or Path("models") / a.variant,
+                a.report_out or Path("reports/train") / a.variant)
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

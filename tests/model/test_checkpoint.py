@@ -1,0 +1,73 @@
+"""Model-only checkpoints: exact round trip, tied embeddings, clear errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from moe_emergence.model.checkpoint import SIDECAR, WEIGHTS, CheckpointError, load_model, save_model
+from moe_emergence.model.ghost import GhostController
+from moe_emergence.model.gpt2 import moe_layers, to_moe
+
+
+def test_dense_round_trip(dense, tokens, tmp_path):
+    save_model(dense, tmp_path / "m", {"step": 7})
+    model, side = load_model(tmp_path / "m")
+    dense.eval()
+    assert torch.equal(model(tokens).logits, dense(tokens).logits)
+    assert side["extra"] == {"step": 7} and side["moe"] is None
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert "lm_head.weight" not in load_file(str(tmp_path / "m" / WEIGHTS))
+
+
+def test_moe_round_trip_with_woken_ghost(dense, mp_factory, tokens, tmp_path):
+    mp = mp_factory(ghost_experts=1, top_k=2, upcycle_noise=1e-2, router_noise_std=0.3)
+    model = to_moe(copy.deepcopy(dense), mp, seed=1)
+    GhostController(model, 0.5, 1).wake(3, 1, relieved=0)
+    save_model(model, tmp_path / "m")
+    loaded, side = load_model(tmp_path / "m")
+    model.eval()
+    assert torch.equal(loaded(tokens).logits, model(tokens).logits)
+    assert side["moe"]["active"] == {"0": [True] * 4 + [False], "1": [True] * 5}
+    for (i, a), (j, b) in zip(moe_layers(loaded), moe_layers(model), strict=True):
+        assert i == j and a.top_k == 2 and a.router_noise_std == 0.3
+        assert torch.equal(a.active, b.active)
+
+
+def test_missing_and_corrupt_files(dense, tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nothing")
+    save_model(dense, tmp_path / "m")
+    (tmp_path / "m" / WEIGHTS).write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(tmp_path / "m")
+    save_model(dense, tmp_path / "m")
+    (tmp_path / "m" / SIDECAR).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_model(tmp_path / "m")
+
+
+def test_sidecar_that_does_not_match_weights(dense, mp_factory, tmp_path):
+    model = to_moe(copy.deepcopy(dense), mp_factory(), seed=0)
+    save_model(model, tmp_path / "m")
+    side_path = tmp_path / "m" / SIDECAR
+    side = json.loads(side_path.read_text())
+    side["moe"]["n_experts"] = 3
+    side["moe"]["active"] = {k: v[:3] for k, v in side["moe"]["active"].items()}
+    side_path.write_text(json.dumps(side))
+    with pytest.raises(CheckpointError, match="disagree"):
+        load_model(tmp_path / "m")
+    side["moe"] = None  # a dense sidecar over MoE weights
+    side_path.write_text(json.dumps(side))
+    with pytest.raises(CheckpointError, match="disagree"):
+        load_model(tmp_path / "m")
+    side = json.loads(side_path.read_text())
+    side["gpt2_config"]["n_embd"] = 64
+    side["moe"] = None
+    side_path.write_text(json.dumps(side))
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "m")

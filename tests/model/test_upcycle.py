@@ -1,0 +1,76 @@
+"""Upcycling keeps the dense function; the straight-through gate feeds the router."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
+
+from moe_emergence.model.gpt2 import moe_layers, to_moe
+from moe_emergence.model.moe import MoELayer
+
+
+def test_swaps_only_chosen_mlps(dense, mp_factory):
+    moe = to_moe(copy.deepcopy(dense), mp_factory(moe_layers=[1]), seed=0)
+    assert isinstance(moe.transformer.h[0].mlp, GPT2MLP)
+    layer = moe.transformer.h[1].mlp
+    assert isinstance(layer, MoELayer) and [i for i, _ in moe_layers(moe)] == [1]
+    assert all(isinstance(e, GPT2MLP) for e in layer.experts)
+    # experts are separate copies, not shared storage
+    ptrs = {e.c_fc.weight.data_ptr() for e in layer.experts}
+    assert len(ptrs) == len(layer.experts)
+    assert layer.router.weight.dtype == torch.float32 and not hasattr(layer.router, "bias")
+
+
+def test_zero_noise_logits_equal_dense(dense, mp_factory, tokens):
+    moe = to_moe(copy.deepcopy(dense), mp_factory(upcycle_noise=0.0), seed=0)
+    for train in (False, True):
+        dense.train(train)
+        moe.train(train)
+        ref = dense(tokens).logits
+        out = moe(tokens).logits
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_small_noise_layer_outputs_within_two_percent(dense, mp_factory):
+    moe = to_moe(copy.deepcopy(dense), mp_factory(upcycle_noise=1e-3), seed=0)
+    x = torch.randn(4, 16, 32)
+    for i, layer in moe_layers(moe):
+        layer.eval()
+        ref = dense.transformer.h[i].mlp(x)
+        rel = ((layer(x) - ref).norm() / ref.norm()).item()
+        assert 0 < rel < 0.02, (i, rel)
+        # every expert differs from the others (symmetry broken)
+        w = [e.c_fc.weight for e in layer.experts]
+        assert not torch.equal(w[0], w[1])
+
+
+def test_scratch_experts_are_fresh(dense, mp_factory):
+    moe = to_moe(copy.deepcopy(dense), mp_factory(moe_init="scratch"), seed=0)
+    layer = moe.transformer.h[0].mlp
+    assert not torch.equal(layer.experts[0].c_fc.weight, dense.transformer.h[0].mlp.c_fc.weight)
+    assert abs(layer.experts[0].c_fc.weight.std().item() - 0.02) < 0.005
+
+
+def test_same_seed_same_model(dense, mp_factory):
+    a = to_moe(copy.deepcopy(dense), mp_factory(upcycle_noise=1e-2), seed=3)
+    b = to_moe(copy.deepcopy(dense), mp_factory(upcycle_noise=1e-2), seed=3)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_router_gets_gradient_from_lm_loss_alone_at_top1(dense, mp_factory, tokens):
+    moe = to_moe(copy.deepcopy(dense), mp_factory(top_k=1), seed=0).train()
+    loss = moe(tokens, labels=tokens).loss  # LM loss only, no aux losses
+    loss.backward()
+    for i, layer in moe_layers(moe):
+        g = layer.router.weight.grad
+        assert g is not None and g.abs().sum().item() > 0, i
+
+
+def test_bad_moe_layers_named(dense, mp_factory):
+    import pytest
+
+    with pytest.raises(ValueError, match="model.moe_layers"):
+        to_moe(copy.deepcopy(dense), mp_factory(moe_layers=[5]), seed=0)
