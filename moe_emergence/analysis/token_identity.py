@@ -55,6 +55,49 @@ def _modal(keys: np.ndarray, expert: np.ndarray, n_keys: int, n_experts: int) ->
     return counts.argmax(axis=1), counts.sum(axis=1) > 0
 
 
+_KEYS = ("majority", "domain", "token", "token_domain")
+
+
+def _fit_and_test(
+    fit: tuple[np.ndarray, np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_experts: int,
+    n_dom: int,
+    n_tok: int,
+) -> tuple[dict[str, int], int]:
+    """Correct predictions per key on `test` from modal experts fitted on `fit`; and test ids seen in fit.
+
+    Each part is (expert, domain code, compact token code).
+    """
+    e_fit, d_fit, x_fit = fit
+    e_test, d_test, x_test = test
+    glob = int(np.bincount(e_fit, minlength=n_experts).argmax())
+    dom_m, dom_seen = _modal(d_fit, e_fit, n_dom, n_experts)
+    tok_m, tok_seen = _modal(x_fit, e_fit, n_tok, n_experts)
+    td_m, td_seen = _modal(x_fit * n_dom + d_fit, e_fit, n_tok * n_dom, n_experts)
+    xd_test = x_test * n_dom + d_test
+    pred_tok = np.where(tok_seen[x_test], tok_m[x_test], glob)
+    preds = {
+        "majority": np.full(len(e_test), glob),
+        "domain": np.where(dom_seen[d_test], dom_m[d_test], glob),
+        "token": pred_tok,
+        "token_domain": np.where(td_seen[xd_test], td_m[xd_test], pred_tok),
+    }
+    return {k: int((e_test == preds[k]).sum()) for k in _KEYS}, int(tok_seen[x_test].sum())
+
+
+def _accuracy_summary(correct: dict[str, int], covered: int, n: int) -> dict[str, Any]:
+    acc = {k: (correct[k] / n if n else float("nan")) for k in _KEYS}
+    base = acc["majority"]
+    return {
+        "n_tokens": n,
+        "accuracy": acc,
+        "tip_norm": (acc["token"] - base) / (1 - base) if base < 1 else float("nan"),
+        "domain_gain": acc["token_domain"] - acc["token"],
+        "coverage": covered / n if n else float("nan"),
+    }
+
+
 def heldout_predictability(
     expert: np.ndarray,
     token_id: np.ndarray,
@@ -64,45 +107,52 @@ def heldout_predictability(
     *,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Two-fold held-out accuracy of predicting the expert from majority, domain, token, token+domain."""
+    """Two-fold held-out accuracy of predicting the expert from majority, domain, token, token+domain.
+
+    Returns {n_tokens (tokens predicted), accuracy {majority, domain, token,
+    token_domain}, tip_norm, domain_gain, coverage (share of predicted tokens
+    whose id occurs in the fitting half), seed}.
+    """
     expert = np.asarray(expert, dtype=np.int64)
     domain = np.asarray(domain, dtype=np.int64)
     _, tok = np.unique(np.asarray(token_id), return_inverse=True)
     n_tok = int(tok.max()) + 1 if tok.size else 0
     n_dom = int(domain.max()) + 1 if domain.size else 0
-    tok_dom = tok * n_dom + domain
     in_a = split_documents(doc, seed, strata=domain)
-    correct = {"majority": 0, "domain": 0, "token": 0, "token_domain": 0}
-    covered = 0
+    correct = dict.fromkeys(_KEYS, 0)
+    covered = n = 0
     for fit in (in_a, ~in_a):
         test = ~fit
         if not fit.any() or not test.any():
             continue
-        e_fit, e_test = expert[fit], expert[test]
-        glob = int(np.bincount(e_fit, minlength=n_experts).argmax())
-        dom_m, dom_seen = _modal(domain[fit], e_fit, n_dom, n_experts)
-        tok_m, tok_seen = _modal(tok[fit], e_fit, n_tok, n_experts)
-        td_m, td_seen = _modal(tok_dom[fit], e_fit, n_tok * n_dom, n_experts)
-        d_t, x_t, xd_t = domain[test], tok[test], tok_dom[test]
-        pred_dom = np.where(dom_seen[d_t], dom_m[d_t], glob)
-        pred_tok = np.where(tok_seen[x_t], tok_m[x_t], glob)
-        pred_td = np.where(td_seen[xd_t], td_m[xd_t], pred_tok)
-        correct["majority"] += int((e_test == glob).sum())
-        correct["domain"] += int((e_test == pred_dom).sum())
-        correct["token"] += int((e_test == pred_tok).sum())
-        correct["token_domain"] += int((e_test == pred_td).sum())
-        covered += int(tok_seen[x_t].sum())
-    n = int(expert.size)
-    acc = {k: (v / n if n else float("nan")) for k, v in correct.items()}
-    base = acc["majority"]
-    return {
-        "n_tokens": n,
-        "accuracy": acc,
-        "tip_norm": (acc["token"] - base) / (1 - base) if base < 1 else float("nan"),
-        "domain_gain": acc["token_domain"] - acc["token"],
-        "coverage": covered / n if n else float("nan"),
-        "seed": seed,
-    }
+        c, cov = _fit_and_test((expert[fit], domain[fit], tok[fit]), (expert[test], domain[test], tok[test]),
+                               n_experts, n_dom, n_tok)
+        correct = {k: correct[k] + c[k] for k in _KEYS}
+        covered += cov
+        n += int(test.sum())
+    return {**_accuracy_summary(correct, covered, n), "seed": seed}
+
+
+def transfer_predictability(
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    evaluation: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_experts: int,
+) -> dict[str, Any]:
+    """Accuracy on eval tokens of modal experts fitted on train tokens; each part is (expert, token_id, domain).
+
+    Compared with `heldout_predictability` on eval alone, it says whether the
+    token/domain -> expert map learned on train text carries over to unseen
+    documents (specialization generalizes rather than memorizes).
+    """
+    e_tr, x_tr, d_tr = (np.asarray(a, dtype=np.int64) for a in train)
+    e_ev, x_ev, d_ev = (np.asarray(a, dtype=np.int64) for a in evaluation)
+    _, tok = np.unique(np.concatenate([x_tr, x_ev]), return_inverse=True)
+    n_tok = int(tok.max()) + 1 if tok.size else 0
+    n_dom = int(max(d_tr.max(initial=-1), d_ev.max(initial=-1))) + 1
+    if e_tr.size == 0 or e_ev.size == 0:
+        return _accuracy_summary(dict.fromkeys(_KEYS, 0), 0, 0)
+    c, cov = _fit_and_test((e_tr, d_tr, tok[: len(x_tr)]), (e_ev, d_ev, tok[len(x_tr):]), n_experts, n_dom, n_tok)
+    return _accuracy_summary(c, cov, int(e_ev.size))
 
 
 def _within_group_shuffle(

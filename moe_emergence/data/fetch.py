@@ -17,7 +17,13 @@ import pyarrow as pa
 
 from moe_emergence.atomic import atomic_dir, write_json
 from moe_emergence.config import DataParams
-from moe_emergence.data.documents import clean_text, content_hash, make_table, origin_json, write_docs
+from moe_emergence.data.documents import (
+    clean_text,
+    content_hash,
+    make_table,
+    origin_json,
+    write_docs,
+)
 from moe_emergence.data.errors import DataError
 from moe_emergence.data.sources import open_source
 

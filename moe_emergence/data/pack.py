@@ -17,7 +17,6 @@ truncated to the smallest domain's count. Eval is not balanced.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import sys
@@ -219,7 +218,7 @@ def run_pack(pp: PackParams, sampled_dir: str | Path, out_dir: str | Path, repor
                                    train_pieces())
         n_eval = _write_rechunked(tmp / "eval.arrow", packed_schema(pp.block_size, {**meta, "split": "eval"}),
                                   eval_pieces())
-        del tables
+        tables.clear()  # release the memory maps before the work files go
         shutil.rmtree(work)
 
     for w in warnings:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import socket
 from pathlib import Path
 
 import torch
@@ -88,16 +89,20 @@ def load_pretrained(
             "'gpt2', or set `model.init: scratch` to train a small base from scratch"
         )
     errors = []
+    model = None
     for local_only in (True, False):  # the local cache first: no network needed when present
+        if not local_only:
+            if looks_local:
+                break
+            reason = _hub_unreachable()
+            if reason:  # fail now rather than after the hub client's retries
+                errors.append(reason)
+                break
         try:
             model = GPT2LMHeadModel.from_pretrained(name_or_path, local_files_only=local_only, **kwargs)
             break
         except Exception as e:  # OSError, connection and hub errors all mean "not loadable"
             errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            if looks_local:
-                break
-    else:
-        model = None
     if model is None:
         raise RuntimeError(
             f"could not load the pretrained model {name_or_path!r}: not in the local cache and it "
@@ -108,6 +113,23 @@ def load_pretrained(
     if not isinstance(model, GPT2LMHeadModel) or model.config.model_type != "gpt2":
         raise RuntimeError(f"model.init: {name_or_path!r} is not a GPT-2 checkpoint")
     return model
+
+
+def _hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached (offline mode, DNS, TCP), or None."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"cannot reach {host}:{port} ({e})"
 
 
 def _perturb_(module: nn.Module, rel_std: float, gen: torch.Generator) -> None:

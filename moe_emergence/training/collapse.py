@@ -41,13 +41,19 @@ class CollapseDetector:
     record: CollapseRecord = field(default_factory=CollapseRecord)
     history: list[dict] = field(default_factory=list)
 
-    def observe(self, step: int, fractions: dict[int, torch.Tensor]) -> bool:
-        """Feed one check; returns True on the check that first detects collapse."""
+    def observe(self, step: int, fractions: dict[int, torch.Tensor],
+                active: dict[int, torch.Tensor] | None = None) -> bool:
+        """Feed one check (load fractions by block; `active` masks out dormant ghost experts).
+
+        Returns True on the check that first detects collapse.
+        """
         hit = None
         for layer in sorted(fractions):
-            frac = fractions[layer].float()
-            share = float(top_share(frac))
-            live = int(frac.numel() - int(dead_experts(frac)))
+            frac = fractions[layer].double()
+            mask = active.get(layer) if active else None
+            share = float(top_share(frac, mask))
+            n_routable = int(mask.sum()) if mask is not None else frac.numel()
+            live = n_routable - int(dead_experts(frac, mask))
             if share > self.threshold:
                 hit = (layer, int(frac.argmax()), share, live, f"top expert share {share:.3f} > {self.threshold}")
                 break

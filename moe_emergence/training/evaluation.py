@@ -60,9 +60,8 @@ class RouterWindow:
     def update(self) -> None:
         for i, layer in self.layers:
             r = layer.last_routing
-            n_exp = r.logits.shape[-1]
-            c = torch.bincount(r.expert_idx.reshape(-1).cpu(), minlength=n_exp).double()
-            self.counts[i] = self.counts.get(i, torch.zeros(n_exp, dtype=torch.float64)) + c
+            c = r.counts.detach().double().cpu()
+            self.counts[i] = self.counts.get(i, torch.zeros_like(c)) + c
             self.entropy_sum[i] = self.entropy_sum.get(i, 0.0) + float(r.entropy.detach().double().sum())
             self.tokens[i] = self.tokens.get(i, 0) + r.entropy.numel()
 
@@ -77,21 +76,27 @@ class RouterWindow:
             self.counts[i] = buf[:-2]
             self.entropy_sum[i], self.tokens[i] = float(buf[-2]), int(buf[-1])
 
+    def active(self) -> dict[int, torch.Tensor]:
+        """Routable experts per layer (dormant ghost experts are neither dead nor balanced)."""
+        return {i: layer.active.detach().cpu() for i, layer in self.layers}
+
     def fractions(self) -> dict[int, torch.Tensor]:
+        """Load fractions over all of a layer's experts (dormant ones at 0), by block index."""
         return {i: load_fractions(c) for i, c in self.counts.items()}
 
     def stats(self) -> dict[str, float]:
         """Flat metrics, `router/layer<i>/...`, plus the max top share over layers."""
         out: dict[str, float] = {}
         shares = []
+        active = self.active()
         for i, c in sorted(self.counts.items()):
             frac = load_fractions(c)
-            share = float(top_share(frac))
+            share = float(top_share(c, active[i]))
             shares.append(share)
             p = f"router/layer{i}"
             out[f"{p}/top_share"] = share
-            out[f"{p}/load_entropy"] = float(normalized_load_entropy(frac))
-            out[f"{p}/dead_experts"] = float(dead_experts(frac))
+            out[f"{p}/load_entropy"] = float(normalized_load_entropy(c, active[i]))
+            out[f"{p}/dead_experts"] = float(dead_experts(c, active[i]))
             out[f"{p}/token_entropy"] = self.entropy_sum[i] / max(1, self.tokens[i])
             for e, f in enumerate(frac.tolist()):
                 out[f"{p}/load_e{e}"] = f

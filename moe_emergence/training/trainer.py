@@ -179,8 +179,7 @@ class Trainer:
             if self.mp.ghost_experts > 0:
                 from moe_emergence.model.ghost import GhostController
 
-                self.ghost = GhostController(self.model, threshold=self.mp.ghost_threshold,
-                                             patience=self.mp.ghost_patience)
+                self.ghost = GhostController.from_params(self.model, self.mp, seed=self.tp.seed)
         self.wake_events: list[dict] = []
         self.step = 0
         self.last_eval: dict[str, float] = {}
@@ -319,10 +318,10 @@ class Trainer:
                 (loss / tp.grad_accum).backward()
             self.window.update()
             w = self.win
-            w["loss"] += float(loss)
-            w["lm"] += float(lm)
-            w["lb"] += float(lb)
-            w["z"] += float(z)
+            w["loss"] += float(loss.detach())
+            w["lm"] += float(lm.detach())
+            w["lb"] += float(lb.detach())
+            w["z"] += float(z.detach())
             w["micro"] += 1
             w["tokens"] += x.numel() * self.dist.world
             seq = per_seq.detach().double().cpu().numpy()
@@ -382,7 +381,7 @@ class Trainer:
                 self.tokens_per_s.append(metrics["train/tokens_per_s"])
                 if self.moe:
                     fr = self.window.fractions()
-                    if self.detector.observe(step, fr):
+                    if self.detector.observe(step, fr, self.window.active()):
                         rec = self.detector.record
                         _log(f"[{self.spec.name}] collapse detected at step {step}: layer {rec.layer}, "
                              f"expert {rec.expert}, {rec.reason}"
@@ -390,8 +389,10 @@ class Trainer:
                         stop = tp.collapse_stop
                     if self.ghost:
                         for ev in self.ghost.observe(step, fr):
-                            self.wake_events.append(ev)
-                            _log(f"[{self.spec.name}] ghost expert woken: {ev}")
+                            self.ghost.copy_optimizer_state(self.opt, ev)
+                            self.wake_events.append(ev.to_dict())
+                            _log(f"[{self.spec.name}] step {step}: ghost expert {ev.woken} of block {ev.layer} "
+                                 f"woken to relieve expert {ev.relieved} (share {ev.top_share:.3f})")
                     metrics["collapse/streak"] = float(self.detector.streak)
                 self._progress(step, start_step, t_start, metrics)
                 self._reset_window()

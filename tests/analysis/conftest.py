@@ -76,7 +76,11 @@ DOMAINS = ["code", "math", "prose"]
 
 def synthetic_results(scale: int = 1, seed: int = 0) -> dict:
     """A `results` dict (report schema) filled by the real metric functions on constructed routings."""
-    from moe_emergence.analysis.agreement import distribution_agreement, router_saturation, routing_agreement
+    from moe_emergence.analysis.agreement import (
+        distribution_agreement,
+        router_saturation,
+        routing_agreement,
+    )
     from moe_emergence.analysis.knockout import knockout_summary, knockout_table
     from moe_emergence.analysis.layer import LayerRouting, analyze_layer
     from moe_emergence.analysis.specialization import expert_domain_counts, p_expert_given_domain

@@ -1,7 +1,11 @@
 import numpy as np
 import pytest
 
-from moe_emergence.analysis.agreement import distribution_agreement, router_saturation, routing_agreement
+from moe_emergence.analysis.agreement import (
+    distribution_agreement,
+    router_saturation,
+    routing_agreement,
+)
 
 
 def test_identical_routings_agree_fully_and_independent_ones_at_chance():

@@ -9,6 +9,7 @@ from moe_emergence.analysis.token_identity import (
     routing_information,
     split_documents,
     top_tokens_per_expert,
+    transfer_predictability,
 )
 
 
@@ -85,3 +86,19 @@ def test_top_tokens_per_expert():
     assert [t["token_id"] for t in top[0]] == [5, 6]
     assert top[0][0] == {"token_id": 5, "count": 9, "share": 0.9}
     assert [t["token_id"] for t in top[1]] == [6, 5]  # id 7 is too rare
+
+
+def test_train_to_eval_transfer(make_routing):
+    train = make_routing(p_token=1.0, vocab=40, seed=1)
+    ev = make_routing(p_token=1.0, vocab=40, seed=2)
+    pack = lambda r: (r["expert"], r["token_id"], r["domain"])  # noqa: E731
+    out = transfer_predictability(pack(train), pack(ev), 8)
+    assert out["accuracy"]["token"] == 1.0 and out["coverage"] == 1.0
+    rnd = make_routing(seed=3, vocab=40)
+    out = transfer_predictability(pack(train), pack(rnd), 8)
+    assert out["accuracy"]["token"] < 0.25 and abs(out["tip_norm"]) < 0.1
+
+
+def test_single_document_predicts_nothing_rather_than_zero():
+    h = heldout_predictability(np.array([1, 2, 3]), np.array([5, 5, 5]), np.array([0, 0, 0]), np.array([9, 9, 9]), 4)
+    assert h["n_tokens"] == 0 and np.isnan(h["accuracy"]["token"])
