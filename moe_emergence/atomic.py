@@ -22,6 +22,15 @@ class OutputError(OSError):
     """An output path cannot be written (permissions, disk space, a file in the way)."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()
+
+
 def _fail(path: Path, err: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {err.strerror or err} (check permissions and free disk space)")
 
@@ -34,6 +43,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        os.chmod(tmp, _MODE)  # mkstemp makes files owner-only; outputs get the usual mode
     except OSError as e:
         raise _fail(path, e) from e
     tmp_path = Path(tmp)
@@ -55,6 +65,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
     except OSError as e:
         raise _fail(path, e) from e
     try:

@@ -12,12 +12,14 @@ Modules by concern:
   document-level permutation baseline and bootstrap CI.
 - token_identity: held-out token-id predictability and uncertainty
   coefficients: how much of routing the token alone explains, how much the
-  domain adds.
+  domain adds; train-to-eval transfer of the token -> expert map.
+- locality: consecutive-token same-expert rate against its chance values.
 - agreement: routing agreement between two routings of the same tokens
-  (router saturation, format-artifact test), consecutive-token locality,
-  train-vs-eval distribution agreement.
+  (router saturation, format-artifact test) and train-vs-eval overlap of
+  per-domain expert distributions.
 - token_types: Python token-type labels of BPE tokens via `tokenize`.
 - perturb: format perturbations with a map from original to perturbed tokens.
 - knockout: per-domain loss deltas of single-expert knockouts.
+- layer: every per-layer metric of one layer's routing in one call.
 - figures, report: PNGs and the Markdown report built from the numbers.
 """

@@ -47,7 +47,9 @@ def routing_agreement(
     """
     sa, sb = _as_sets(a), _as_sets(b)
     if sa.shape != sb.shape:
-        raise ValueError(f"routings to compare must have the same shape, got {sa.shape} and {sb.shape}")
+        raise ValueError(
+            f"routings to compare must have the same shape, got {sa.shape} and {sb.shape}"
+        )
     k = sa.shape[1]
     # Experts within a token's set are distinct, so counting equal pairs counts the intersection.
     overlap = (sa[:, :, None] == sb[:, None, :]).sum(axis=(1, 2)) / k
@@ -55,8 +57,16 @@ def routing_agreement(
     def summary(mask: np.ndarray | None) -> dict[str, float]:
         xa, xb, ov = (sa, sb, overlap) if mask is None else (sa[mask], sb[mask], overlap[mask])
         n = int(ov.size)
-        chance = float(_membership_rates(xa, n_experts) @ _membership_rates(xb, n_experts) / k) if n else float("nan")
-        return {"agreement": float(ov.mean()) if n else float("nan"), "chance": chance, "n_tokens": n}
+        chance = (
+            float(_membership_rates(xa, n_experts) @ _membership_rates(xb, n_experts) / k)
+            if n
+            else float("nan")
+        )
+        return {
+            "agreement": float(ov.mean()) if n else float("nan"),
+            "chance": chance,
+            "n_tokens": n,
+        }
 
     out: dict[str, Any] = summary(None)
     if groups is not None:
@@ -70,7 +80,8 @@ def router_saturation(
 ) -> list[dict[str, float]]:
     """Agreement of each snapshot's routing with the final model's on the same tokens, by step."""
     return [
-        {"step": int(step), **routing_agreement(snapshots[step], final, n_experts)} for step in sorted(snapshots)
+        {"step": int(step), **routing_agreement(snapshots[step], final, n_experts)}
+        for step in sorted(snapshots)
     ]
 
 

@@ -78,8 +78,15 @@ def _annotated_heatmap(ax, data: np.ndarray, rows: Sequence[str], cols: Sequence
         for j in range(data.shape[1]):
             v = data[i, j]
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if v > 0.6 * vmax else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if v > 0.6 * vmax else "black",
+                )
     return im
 
 
@@ -103,11 +110,13 @@ def plot_domain_heatmaps(
     vmax = _heat_vmax(list(arrs.values()), floor=2.0 / n_exp)
     im = None
     for ax, (label, t) in zip(axes, arrs.items(), strict=False):
-        im = _annotated_heatmap(ax, t, [d for d in domains], [f"E{i}" for i in range(t.shape[1])], vmax)
+        im = _annotated_heatmap(
+            ax, t, [d for d in domains], [f"E{i}" for i in range(t.shape[1])], vmax
+        )
         sub = (subtitles or {}).get(label)
         ax.set_title(f"{label}" + (f"\n{sub}" if sub else ""), fontsize=10)
         ax.set_xlabel("expert")
-    for ax in axes[len(arrs):]:
+    for ax in axes[len(arrs) :]:
         ax.set_visible(False)
     if im is not None:
         cb = fig.colorbar(im, ax=axes[: len(arrs)].tolist(), shrink=0.9)
@@ -142,8 +151,13 @@ def plot_lb_comparison(
                 continue
             f = np.asarray(loads[v][layer], dtype=float)
             name = (labels or {}).get(v, v)
-            ax.bar(x + (i - (len(variants) - 1) / 2) * width, f, width, color=variant_color(v, i),
-                   label=f"{name} (top share {f.max():.2f})")
+            ax.bar(
+                x + (i - (len(variants) - 1) / 2) * width,
+                f,
+                width,
+                color=variant_color(v, i),
+                label=f"{name} (top share {f.max():.2f})",
+            )
         ax.axhline(1 / n_exp, color="black", ls="--", lw=1, label=f"uniform 1/{n_exp}")
         ax.set_xticks(x, [f"E{i}" for i in range(n_exp)])
         ax.set_ylim(0, 1)
@@ -152,7 +166,7 @@ def plot_lb_comparison(
         ax.set_ylabel("share of eval tokens")
         ax.legend(fontsize=8, frameon=False, loc="upper right")
         _tidy(ax)
-    for ax in axes[len(layers):]:
+    for ax in axes[len(layers) :]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
@@ -176,8 +190,12 @@ def plot_collapse_trajectory(
     for i, (layer, g) in enumerate(trajectory.sort_values("step").groupby("layer", sort=True)):
         color = _FALLBACK[i % len(_FALLBACK)]
         ax_s.plot(g["step"], g["top_share"], marker="o", ms=3, color=color, label=f"layer {layer}")
-        ax_l.plot(g["step"], g["live_experts"], marker="o", ms=3, color=color, label=f"layer {layer}")
-    ax_s.axhline(threshold, color="#C62828", ls="--", lw=1.2, label=f"collapse threshold {threshold:g}")
+        ax_l.plot(
+            g["step"], g["live_experts"], marker="o", ms=3, color=color, label=f"layer {layer}"
+        )
+    ax_s.axhline(
+        threshold, color="#C62828", ls="--", lw=1.2, label=f"collapse threshold {threshold:g}"
+    )
     ax_s.axhline(1 / n_experts, color="black", ls=":", lw=1, label=f"uniform 1/{n_experts}")
     ax_s.set_ylim(0, 1.02)
     ax_s.set_ylabel("top expert's share of tokens")
@@ -187,7 +205,13 @@ def plot_collapse_trajectory(
     ax_l.set_ylabel("live experts (receiving tokens)")
     for ax in (ax_s, ax_l):
         if collapse_step is not None:
-            ax.axvline(collapse_step, color="#C62828", lw=1, alpha=0.6, label=f"collapse detected (step {collapse_step})")
+            ax.axvline(
+                collapse_step,
+                color="#C62828",
+                lw=1,
+                alpha=0.6,
+                label=f"collapse detected (step {collapse_step})",
+            )
         ax.set_xlabel("training step")
         ax.legend(fontsize=8, frameon=False)
         _tidy(ax)
@@ -207,11 +231,15 @@ def plot_router_over_training(
     ),
     threshold: float | None = None,
     n_experts: int | None = None,
+    entropy_max: float = 1.0,
     title: str = "Router statistics over training",
 ) -> Path:
     """Rows: metrics; columns: MoE layers; one line per variant.
 
-    `curves` columns: variant, step, layer, and each metric column.
+    `curves` columns: variant, step, layer, and each metric column. An
+    `entropy` column gets a reference line at `entropy_max` (1 for entropy
+    divided by log E, log E for entropy in nats); `top_share` gets the
+    collapse threshold and the uniform share.
     """
     layers = sorted(curves["layer"].unique(), key=str)
     variants = list(dict.fromkeys(curves["variant"]))
@@ -224,15 +252,33 @@ def plot_router_over_training(
             for i, v in enumerate(variants):
                 g = sub[sub["variant"] == v].sort_values("step")
                 if col in g and g[col].notna().any():
-                    ax.plot(g["step"], g[col], marker="o", ms=2.5, lw=1.4, color=variant_color(v, i), label=v)
+                    ax.plot(
+                        g["step"],
+                        g[col],
+                        marker="o",
+                        ms=2.5,
+                        lw=1.4,
+                        color=variant_color(v, i),
+                        label=v,
+                    )
             if col == "top_share":
                 if threshold is not None:
-                    ax.axhline(threshold, color="#C62828", ls="--", lw=1, label=f"collapse threshold {threshold:g}")
+                    ax.axhline(
+                        threshold,
+                        color="#C62828",
+                        ls="--",
+                        lw=1,
+                        label=f"collapse threshold {threshold:g}",
+                    )
                 if n_experts:
-                    ax.axhline(1 / n_experts, color="black", ls=":", lw=1, label=f"uniform 1/{n_experts}")
+                    ax.axhline(
+                        1 / n_experts, color="black", ls=":", lw=1, label=f"uniform 1/{n_experts}"
+                    )
                 ax.set_ylim(0, 1.02)
             if col == "entropy":
-                ax.axhline(1.0, color="black", ls=":", lw=1, label="maximum (uniform)")
+                ax.axhline(
+                    entropy_max, color="black", ls=":", lw=1, label="maximum (uniform router)"
+                )
             if r == 0:
                 ax.set_title(f"layer {layer}", fontsize=10)
             if c == 0:
@@ -266,7 +312,7 @@ def plot_token_type_routing(
         im = _annotated_heatmap(ax, t, rows, [f"E{i}" for i in range(t.shape[1])], vmax)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("expert")
-    for ax in axes[len(arrs):]:
+    for ax in axes[len(arrs) :]:
         ax.set_visible(False)
     if im is not None:
         cb = fig.colorbar(im, ax=axes[: len(arrs)].tolist(), shrink=0.9)
@@ -297,7 +343,9 @@ def plot_training_curves(
         if len(tr):
             ax_c.plot(tr["step"], tr["loss"], color=color, lw=0.9, alpha=0.45)
         if len(ev):
-            ax_c.plot(ev["step"], ev["loss"], color=color, lw=1.8, marker="o", ms=4, label=f"{v} eval")
+            ax_c.plot(
+                ev["step"], ev["loss"], color=color, lw=1.8, marker="o", ms=4, label=f"{v} eval"
+            )
     ax_c.plot([], [], color="grey", lw=0.9, alpha=0.45, label="train (thin lines)")
     ax_c.set_xlabel("training step")
     ax_c.set_ylabel("cross-entropy loss (nats per token)")
@@ -313,10 +361,24 @@ def plot_training_curves(
     hi = max((final[v][d] for v in fin_vars for d in final[v]), default=1.0)
     for i, v in enumerate(fin_vars):
         vals = [final[v].get(d, np.nan) for d in domains]
-        bars = ax_b.bar(x + (i - (len(fin_vars) - 1) / 2) * width, vals, width, color=variant_color(v, variants.index(v)), label=v)
+        bars = ax_b.bar(
+            x + (i - (len(fin_vars) - 1) / 2) * width,
+            vals,
+            width,
+            color=variant_color(v, variants.index(v)),
+            label=v,
+        )
         for b, val in zip(bars, vals, strict=True):
             if np.isfinite(val):
-                ax_b.text(b.get_x() + b.get_width() / 2, val, f"{val:.2f}", ha="center", va="bottom", fontsize=7, rotation=90)
+                ax_b.text(
+                    b.get_x() + b.get_width() / 2,
+                    val,
+                    f"{val:.2f}",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    rotation=90,
+                )
     ax_b.set_xticks(x, domains)
     span = max(hi - lo, 1e-6)
     ax_b.set_ylim(max(0.0, lo - 0.3 * span), hi + 0.25 * span)
@@ -359,34 +421,61 @@ def plot_specialization_baselines(
                 if p95 is None or not np.isfinite(p95):
                     continue
                 handles["shuffled baseline, up to its 95th pct"] = ax.fill_between(
-                    [i - 0.42, i + 0.42], 0, p95, color="#9E9E9E", alpha=0.45, lw=0, zorder=1)
+                    [i - 0.42, i + 0.42], 0, p95, color="#9E9E9E", alpha=0.45, lw=0, zorder=1
+                )
                 m = g["null_mean"].iloc[i] if "null_mean" in g else None
                 if m is not None and np.isfinite(m):
-                    handles["shuffled baseline mean"] = ax.hlines(m, i - 0.42, i + 0.42, color="#212121", lw=1.6, zorder=3)
+                    handles["shuffled baseline mean"] = ax.hlines(
+                        m, i - 0.42, i + 0.42, color="#212121", lw=1.6, zorder=3
+                    )
         if {"ci_low", "ci_high"} <= set(g):
             ok = g["ci_low"].notna() & g["ci_high"].notna()
             if ok.any():
                 v = g.loc[ok, "value"]
-                yerr = [(v - g.loc[ok, "ci_low"]).clip(lower=0), (g.loc[ok, "ci_high"] - v).clip(lower=0)]
-                handles["95% bootstrap CI"] = ax.errorbar(x[ok.to_numpy()], v, yerr=yerr, fmt="none", ecolor="black",
-                                                          capsize=4, lw=1.2, zorder=4)
+                yerr = [
+                    (v - g.loc[ok, "ci_low"]).clip(lower=0),
+                    (g.loc[ok, "ci_high"] - v).clip(lower=0),
+                ]
+                handles["95% bootstrap CI"] = ax.errorbar(
+                    x[ok.to_numpy()],
+                    v,
+                    yerr=yerr,
+                    fmt="none",
+                    ecolor="black",
+                    capsize=4,
+                    lw=1.2,
+                    zorder=4,
+                )
         if "chance" in g and g["chance"].notna().any():
-            handles["chance (uniform)"] = ax.axhline(float(g["chance"].dropna().iloc[0]), color="black", ls="--", lw=1, zorder=3)
+            handles["chance (uniform)"] = ax.axhline(
+                float(g["chance"].dropna().iloc[0]), color="black", ls="--", lw=1, zorder=3
+            )
         tops = [g["value"].to_numpy(float)]
         for col in ("ci_high", "null_p95"):
             if col in g:
                 tops.append(g[col].to_numpy(float))
         top = float(np.nanmax(np.concatenate(tops))) if len(g) else 1.0
         ax.set_ylim(0, max(0.02, top * 1.15))
-        ax.set_xticks(x, g["label"], rotation=30 if len(g) > 4 else 0, ha="right" if len(g) > 4 else "center")
+        ax.set_xticks(
+            x, g["label"], rotation=30 if len(g) > 4 else 0, ha="right" if len(g) > 4 else "center"
+        )
         ax.set_title(metric, fontsize=10)
         ax.set_ylabel("fraction")
         _tidy(ax)
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_visible(False)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(5, len(handles)),
-               fontsize=8, frameon=False)
-    fig.suptitle(f"{title}\n(bar colour = variant; grey = the same number with labels/experts shuffled)", fontsize=11)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncols=min(5, len(handles)),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(
+        f"{title}\n(bar colour = variant; grey = the same number with labels/experts shuffled)",
+        fontsize=11,
+    )
     return _save(fig, path)
 
 
@@ -400,8 +489,12 @@ def plot_token_identity(
 
     `rows` columns: label, majority, domain, token, token_domain.
     """
-    keys = [("majority", "majority expert (baseline)", "#BDBDBD"), ("domain", "domain's modal expert", "#8D6E63"),
-            ("token", "token id's modal expert", "#1E88E5"), ("token_domain", "token id + domain", "#3949AB")]
+    keys = [
+        ("majority", "majority expert (baseline)", "#BDBDBD"),
+        ("domain", "domain's modal expert", "#8D6E63"),
+        ("token", "token id's modal expert", "#1E88E5"),
+        ("token_domain", "token id + domain", "#3949AB"),
+    ]
     fig = _new((max(6.0, 1.3 * len(rows) + 2.5), 4.2))
     ax = fig.subplots()
     x = np.arange(len(rows))
@@ -410,7 +503,14 @@ def plot_token_identity(
         vals = rows[k].to_numpy(float)
         bars = ax.bar(x + (i - 1.5) * width, vals, width, color=color, label=name)
         for b, v in zip(bars, vals, strict=True):
-            ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+            ax.text(
+                b.get_x() + b.get_width() / 2,
+                v + 0.01,
+                f"{v:.2f}",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
     ax.set_xticks(x, rows["label"])
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("held-out accuracy (fraction of tokens)")
@@ -479,7 +579,9 @@ def plot_format_agreement(
             g = sub[sub["domain"] == d].set_index("perturbation").reindex(perts)
             xs = np.arange(len(perts)) + (j - (len(domains) - 1) / 2) * width
             handles[d] = ax.bar(xs, g["agreement"], width * 0.95, color=domain_color(d, j))
-            handles["chance agreement"] = ax.hlines(g["chance"], xs - width / 2, xs + width / 2, color="black", lw=1.8)
+            handles["chance agreement"] = ax.hlines(
+                g["chance"], xs - width / 2, xs + width / 2, color="black", lw=1.8
+            )
             for x, v in zip(xs, g["agreement"], strict=True):
                 if np.isfinite(v):
                     ax.text(x, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
@@ -491,8 +593,14 @@ def plot_format_agreement(
         _tidy(ax)
     axes[0].set_ylabel("same top-1 expert (fraction of tokens)")
     handles["chance agreement"] = handles.pop("chance agreement")  # last in the legend
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles),
-               fontsize=8, frameon=False)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncols=len(handles),
+        fontsize=8,
+        frameon=False,
+    )
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
@@ -513,32 +621,69 @@ def specialization_rows(results: Mapping) -> pd.DataFrame:
     n_dom = len(results["domains"])
     for v, layer, d in _layer_items(results, "domain"):
         label = f"{v} L{layer}"
-        for key, name, chance in (("mi_ratio", "I(E;D)/H(D)", None),
-                                  ("mean_purity", "mean domain purity (equal priors)", 1 / n_dom),
-                                  ("max_share", "max P(expert | domain)", 1 / results["n_experts"])):
+        for key, name, chance in (
+            ("mi_ratio", "I(E;D)/H(D)", None),
+            ("mean_purity", "mean domain purity (equal priors)", 1 / n_dom),
+            ("max_share", "max P(expert | domain)", 1 / results["n_experts"]),
+        ):
             m = d[key]
-            rows.append({"metric": name, "label": label, "variant": v, "value": m["value"],
-                         "ci_low": m["ci_low"], "ci_high": m["ci_high"], "null_mean": m["null_mean"],
-                         "null_p95": m["null_p95"], "chance": chance})
+            rows.append(
+                {
+                    "metric": name,
+                    "label": label,
+                    "variant": v,
+                    "value": m["value"],
+                    "ci_low": m["ci_low"],
+                    "ci_high": m["ci_high"],
+                    "null_mean": m["null_mean"],
+                    "null_p95": m["null_p95"],
+                    "chance": chance,
+                }
+            )
     for v, layer, info in _layer_items(results, "information"):
-        for key, name in (("u_token", "U(E|X): routing entropy explained by token id"),
-                          ("u_domain_given_token", "U(E|D given X): added by the domain")):
+        for key, name in (
+            ("u_token", "U(E|X): routing entropy explained by token id"),
+            ("u_domain_given_token", "U(E|D given X): added by the domain"),
+        ):
             m = info[key]
-            rows.append({"metric": name, "label": f"{v} L{layer}", "variant": v, "value": m["value"],
-                         "null_mean": m.get("null_mean"), "null_p95": m.get("null_p95"), "chance": None})
+            rows.append(
+                {
+                    "metric": name,
+                    "label": f"{v} L{layer}",
+                    "variant": v,
+                    "value": m["value"],
+                    "null_mean": m.get("null_mean"),
+                    "null_p95": m.get("null_p95"),
+                    "chance": None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def token_identity_rows(results: Mapping) -> pd.DataFrame:
     """Rows for `plot_token_identity`."""
-    return pd.DataFrame([{"label": f"{v} L{layer}", **h["accuracy"]} for v, layer, h in _layer_items(results, "heldout")])
+    return pd.DataFrame(
+        [
+            {"label": f"{v} L{layer}", **h["accuracy"]}
+            for v, layer, h in _layer_items(results, "heldout")
+        ]
+    )
 
 
 def format_rows(results: Mapping, variant: str) -> pd.DataFrame:
     """Rows for `plot_format_agreement` of one variant, a panel per layer."""
-    return pd.DataFrame([
-        {"panel": f"{v} layer {layer}", "perturbation": kind, "domain": dom, "agreement": g["agreement"],
-         "chance": g["chance"]}
-        for v, layer, fmt in _layer_items(results, "format") if v == variant
-        for kind, a in fmt.items() for dom, g in a.get("per_group", {}).items()
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "panel": f"{v} layer {layer}",
+                "perturbation": kind,
+                "domain": dom,
+                "agreement": g["agreement"],
+                "chance": g["chance"],
+            }
+            for v, layer, fmt in _layer_items(results, "format")
+            if v == variant
+            for kind, a in fmt.items()
+            for dom, g in a.get("per_group", {}).items()
+        ]
+    )

@@ -32,7 +32,9 @@ def knockout_table(
     for (layer, expert), losses in sorted(knocked.items()):
         for j, dom in enumerate(domains):
             if dom not in losses or dom not in base:
-                raise ValueError(f"knockout of layer {layer} expert {expert}: no loss for domain {dom!r}")
+                raise ValueError(
+                    f"knockout of layer {layer} expert {expert}: no loss for domain {dom!r}"
+                )
             b, k = float(base[dom]), float(losses[dom])
             row = {
                 "layer": int(layer),
@@ -71,8 +73,12 @@ def knockout_summary(table: pd.DataFrame) -> dict[str, object]:
         }
         if "share" in g:
             by_exp = g.groupby("expert")
-            hurt = by_exp.apply(lambda x: x.loc[x["delta"].idxmax(), "domain"], include_groups=False)
-            routed = by_exp.apply(lambda x: x.loc[x["share"].idxmax(), "domain"], include_groups=False)
+            hurt = by_exp.apply(
+                lambda x: x.loc[x["delta"].idxmax(), "domain"], include_groups=False
+            )
+            routed = by_exp.apply(
+                lambda x: x.loc[x["share"].idxmax(), "domain"], include_groups=False
+            )
             entry["match_rate"] = float((hurt == routed).mean())
             sd = g[["delta", "share"]].std()
             entry["corr_delta_share"] = (

@@ -62,21 +62,39 @@ def analyze_layer(
     """The per-layer blocks of the report's `results` schema: load, domain, heldout, information, consecutive."""
     codes, names = encode_labels(routing.domain, domains)
     if routing.expert.size == 0:
-        raise ValueError("no routed tokens for this layer: the eval set is empty or max_eval_blocks is 0")
+        raise ValueError(
+            "no routed tokens for this layer: the eval set is empty or max_eval_blocks is 0"
+        )
     return {
         "load": load_summary(routing.expert, n_experts),
         "domain": domain_specialization(
-            routing.expert, codes, routing.doc, n_experts, names,
-            n_permutations=params.n_permutations, n_bootstrap=params.n_bootstrap, seed=params.seed,
+            routing.expert,
+            codes,
+            routing.doc,
+            n_experts,
+            names,
+            n_permutations=params.n_permutations,
+            n_bootstrap=params.n_bootstrap,
+            seed=params.seed,
         ),
         "heldout": heldout_predictability(
             routing.expert, routing.token_id, codes, routing.doc, n_experts, seed=params.seed
         ),
         "information": routing_information(
-            routing.expert, routing.token_id, codes, n_experts,
-            min_token_count=params.min_token_count, n_shuffles=params.n_shuffles, seed=params.seed,
+            routing.expert,
+            routing.token_id,
+            codes,
+            n_experts,
+            min_token_count=params.min_token_count,
+            n_shuffles=params.n_shuffles,
+            seed=params.seed,
         ),
         "consecutive": consecutive_same_expert(
-            routing.expert, routing.doc, routing.position, n_experts, domain=codes, n_domains=len(names)
+            routing.expert,
+            routing.doc,
+            routing.position,
+            n_experts,
+            domain=codes,
+            n_domains=len(names),
         ),
     }

@@ -40,7 +40,9 @@ PERTURBATIONS: dict[str, Callable[[str, str], list[Edit]]] = {
     "crlf": _each(r"\n", lambda m: (m.start(), m.start(), "\r")),  # Windows line endings
     "double_spaces": _each(r" ", lambda m: (m.start(), m.start(), " ")),  # every space doubled
     "join_lines": _each(r"\n", lambda m: (m.start(), m.end(), " ")),  # line breaks become spaces
-    "strip_indent": _each(r"(?m)^[ \t]+", lambda m: (m.start(), m.end(), "")),  # indentation removed
+    "strip_indent": _each(
+        r"(?m)^[ \t]+", lambda m: (m.start(), m.end(), "")
+    ),  # indentation removed
 }
 
 
@@ -48,7 +50,9 @@ PERTURBATIONS: dict[str, Callable[[str, str], list[Edit]]] = {
 class Perturbed:
     kind: str
     text: str
-    char_map: np.ndarray  # [len(original)] index of each original character in `text`, -1 if deleted
+    char_map: (
+        np.ndarray
+    )  # [len(original)] index of each original character in `text`, -1 if deleted
 
 
 def apply_edits(text: str, edits: Sequence[Edit]) -> tuple[str, np.ndarray]:
@@ -60,7 +64,9 @@ def apply_edits(text: str, edits: Sequence[Edit]) -> tuple[str, np.ndarray]:
     pieces, pos = [], 0
     for start, end, repl in edits:
         if start < pos or end < start or end > n:
-            raise ValueError(f"edit ({start}, {end}) overlaps an earlier edit or lies outside the text")
+            raise ValueError(
+                f"edit ({start}, {end}) overlaps an earlier edit or lies outside the text"
+            )
         pieces.append(text[pos:start])
         pieces.append(repl)
         pos = end
@@ -119,7 +125,11 @@ def align_tokens(
     e = np.clip(oo[:, 1], 0, n)
     # a span survives when none of its characters is deleted and consecutive ones stay adjacent
     bad_char = np.concatenate([[0], np.cumsum(cmap < 0)])
-    broken = np.concatenate([[0], np.cumsum(np.diff(cmap) != 1)]) if n > 1 else np.zeros(1, dtype=np.int64)
+    broken = (
+        np.concatenate([[0], np.cumsum(np.diff(cmap) != 1)])
+        if n > 1
+        else np.zeros(1, dtype=np.int64)
+    )
     intact = (e > s) & (bad_char[e] - bad_char[s] == 0)
     intact &= broken[np.maximum(e - 1, s)] - broken[s] == 0
     if text is not None:

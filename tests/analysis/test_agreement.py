@@ -30,7 +30,9 @@ def test_top2_sets_count_their_overlap():
 def test_agreement_per_group():
     a = np.array([0, 0, 1, 1])
     b = np.array([0, 0, 0, 0])
-    out = routing_agreement(a, b, 2, groups=np.array(["math", "math", "code", "code"]), group_names=["code", "math"])
+    out = routing_agreement(
+        a, b, 2, groups=np.array(["math", "math", "code", "code"]), group_names=["code", "math"]
+    )
     assert out["per_group"]["math"]["agreement"] == 1.0
     assert out["per_group"]["code"]["agreement"] == 0.0
     assert out["agreement"] == 0.5

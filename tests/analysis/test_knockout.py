@@ -14,7 +14,11 @@ def test_delta_table_and_selectivity():
     t = knockout_table(base, knocked, shares, domains=["code", "math"])
     assert len(t) == 4
     row = t[(t.expert == 0) & (t.domain == "code")].iloc[0]
-    assert row.delta == pytest.approx(0.5) and row.rel_delta == pytest.approx(0.25) and row.share == 0.7
+    assert (
+        row.delta == pytest.approx(0.5)
+        and row.rel_delta == pytest.approx(0.25)
+        and row.share == 0.7
+    )
     s = knockout_summary(t)["2"]
     assert s["max_delta"] == pytest.approx(0.6) and s["max_delta_domain"] == "math"
     assert s["match_rate"] == 1.0 and s["chance_match"] == 0.5

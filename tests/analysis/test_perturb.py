@@ -101,7 +101,9 @@ def test_truncation_keeps_indices_inside_the_window(gpt2_tokenizer):
 def test_shared_byte_spans_are_matched_by_rank(gpt2_tokenizer):
     text = "Party 🎉 time, 日本 ok"
     (p,) = perturbation_pairs(gpt2_tokenizer, text, ["prefix"])
-    assert p.coverage == pytest.approx((p.n_content - 1) / p.n_content)  # only the first word changes
+    assert p.coverage == pytest.approx(
+        (p.n_content - 1) / p.n_content
+    )  # only the first word changes
     assert (p.orig_ids[p.orig_index] == p.pert_ids[p.pert_index]).all()
 
 

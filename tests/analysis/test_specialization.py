@@ -21,7 +21,9 @@ DOMAINS = ["code", "math", "prose"]
 
 def test_perfect_domain_specialization_gives_one(make_routing):
     r = make_routing(p_domain=1.0)
-    out = domain_specialization(r["expert"], r["domain"], r["doc"], 8, DOMAINS, n_permutations=100, n_bootstrap=50)
+    out = domain_specialization(
+        r["expert"], r["domain"], r["doc"], 8, DOMAINS, n_permutations=100, n_bootstrap=50
+    )
     m = out["mi_ratio"]
     assert m["value"] == pytest.approx(1.0)
     assert m["ci_low"] == pytest.approx(1.0) and m["ci_high"] == pytest.approx(1.0)
@@ -29,14 +31,21 @@ def test_perfect_domain_specialization_gives_one(make_routing):
     assert out["mean_purity"]["value"] == pytest.approx(1.0)
     for i, d in enumerate(DOMAINS):
         assert out["per_domain"][d] == pytest.approx(
-            {"max_share": 1.0, "expert": i, "lift": 8.0, "null_mean": out["per_domain"][d]["null_mean"]}
+            {
+                "max_share": 1.0,
+                "expert": i,
+                "lift": 8.0,
+                "null_mean": out["per_domain"][d]["null_mean"],
+            }
         )
     assert out["purity_domain"][:3] == DOMAINS and out["purity_domain"][3:] == [None] * 5
 
 
 def test_independent_routing_is_near_zero_and_inside_its_permutation_baseline(make_routing):
     r = make_routing(docs_per_domain=(40, 60, 30), seed=3)
-    out = domain_specialization(r["expert"], r["domain"], r["doc"], 8, DOMAINS, n_permutations=200, n_bootstrap=50)
+    out = domain_specialization(
+        r["expert"], r["domain"], r["doc"], 8, DOMAINS, n_permutations=200, n_bootstrap=50
+    )
     m = out["mi_ratio"]
     assert m["value"] < 0.01
     assert m["value"] <= m["null_p95"] and m["p_value"] > 0.05
@@ -45,7 +54,9 @@ def test_independent_routing_is_near_zero_and_inside_its_permutation_baseline(ma
 
 def test_weak_specialization_is_detected_above_the_baseline(make_routing):
     r = make_routing(p_domain=0.15, seed=1)
-    m = domain_specialization(r["expert"], r["domain"], r["doc"], 8, DOMAINS, n_permutations=200, n_bootstrap=100)["mi_ratio"]
+    m = domain_specialization(
+        r["expert"], r["domain"], r["doc"], 8, DOMAINS, n_permutations=200, n_bootstrap=100
+    )["mi_ratio"]
     assert m["value"] > m["null_p95"] and m["p_value"] < 0.01
     assert m["ci_low"] > m["null_p95"]
 
@@ -53,7 +64,9 @@ def test_weak_specialization_is_detected_above_the_baseline(make_routing):
 def test_string_domains_are_accepted_in_the_given_order(make_routing):
     r = make_routing(p_domain=1.0)
     names = np.array(DOMAINS)[r["domain"]]
-    out = domain_specialization(r["expert"], names, r["doc"], 8, DOMAINS, n_permutations=10, n_bootstrap=10)
+    out = domain_specialization(
+        r["expert"], names, r["doc"], 8, DOMAINS, n_permutations=10, n_bootstrap=10
+    )
     assert out["per_domain"]["math"]["expert"] == 1
     with pytest.raises(ValueError, match="not among the known names"):
         encode_labels(np.array(["code", "poetry"]), DOMAINS)
@@ -90,7 +103,9 @@ def test_resampled_tables_keep_their_invariants(make_routing):
         assert (totals >= lens.min() * len(lens)).all() and (totals <= lens.max() * len(lens)).all()
 
 
-tables = arrays(np.int64, (3, 5), elements=st.integers(0, 50)).filter(lambda t: (t.sum(axis=1) > 0).all())
+tables = arrays(np.int64, (3, 5), elements=st.integers(0, 50)).filter(
+    lambda t: (t.sum(axis=1) > 0).all()
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -110,4 +125,7 @@ def test_batched_tables_match_single():
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 30, size=(4, 3, 8))
     assert np.allclose(domain_mi_ratio(batch), [domain_mi_ratio(b) for b in batch])
-    assert expert_domain_counts(np.array([0, 1, 1]), np.array([0, 0, 1]), 2, 2).tolist() == [[1, 1], [0, 1]]
+    assert expert_domain_counts(np.array([0, 1, 1]), np.array([0, 0, 1]), 2, 2).tolist() == [
+        [1, 1],
+        [0, 1],
+    ]

@@ -46,12 +46,16 @@ def test_independent_routing_gives_no_predictability(make_routing):
     info = routing_information(r["expert"], r["token_id"], r["domain"], 8, n_shuffles=10)
     # the plug-in estimate is biased upward; the shuffle null has the same bias
     u = info["u_token"]
-    assert u["value"] <= u["null_p95"] * 1.5 and u["value"] == pytest.approx(u["null_mean"], abs=0.02)
+    assert u["value"] <= u["null_p95"] * 1.5 and u["value"] == pytest.approx(
+        u["null_mean"], abs=0.02
+    )
 
 
 def test_rare_ids_are_left_out_of_information(make_routing):
     r = make_routing(p_token=1.0)
-    info = routing_information(r["expert"], r["token_id"], r["domain"], 8, min_token_count=10, n_shuffles=2)
+    info = routing_information(
+        r["expert"], r["token_id"], r["domain"], 8, min_token_count=10, n_shuffles=2
+    )
     _, counts = np.unique(r["token_id"], return_counts=True)
     assert info["n_ids"] == int((counts >= 10).sum())
     assert info["token_fraction"] == pytest.approx(counts[counts >= 10].sum() / counts.sum())
@@ -70,7 +74,10 @@ def test_split_is_by_document_stratified_and_seeded(make_routing):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 100)), min_size=1, max_size=60), st.integers(0, 2**31))
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 100)), min_size=1, max_size=60),
+    st.integers(0, 2**31),
+)
 def test_within_group_shuffle_keeps_each_groups_values(pairs, seed):
     groups = np.array([g for g, _ in pairs])
     values = np.array([v for _, v in pairs])
@@ -100,5 +107,7 @@ def test_train_to_eval_transfer(make_routing):
 
 
 def test_single_document_predicts_nothing_rather_than_zero():
-    h = heldout_predictability(np.array([1, 2, 3]), np.array([5, 5, 5]), np.array([0, 0, 0]), np.array([9, 9, 9]), 4)
+    h = heldout_predictability(
+        np.array([1, 2, 3]), np.array([5, 5, 5]), np.array([0, 0, 0]), np.array([9, 9, 9]), 4
+    )
     assert h["n_tokens"] == 0 and np.isnan(h["accuracy"]["token"])

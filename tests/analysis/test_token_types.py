@@ -22,7 +22,10 @@ def _types_of(source, tokenizer):
     ids, offs = tokenize_with_offsets(tokenizer, source)
     ct = char_types(source)
     types = bpe_token_types(ct.labels, offs)
-    return ct, [(source[a:b], TOKEN_TYPES[t]) for (a, b), t in zip(offs.tolist(), types.tolist(), strict=True)]
+    return ct, [
+        (source[a:b], TOKEN_TYPES[t])
+        for (a, b), t in zip(offs.tolist(), types.tolist(), strict=True)
+    ]
 
 
 def test_characters_get_their_python_token_type():
@@ -51,10 +54,15 @@ def test_bpe_tokens_take_the_majority_type(gpt2_tokenizer):
 
 
 def test_majority_and_ties_on_hand_made_offsets():
-    labels = np.array([TOKEN_TYPES.index(t) for t in ["other", "name", "name", "operator", "other", "other"]])
+    labels = np.array(
+        [TOKEN_TYPES.index(t) for t in ["other", "name", "name", "operator", "other", "other"]]
+    )
     offsets = np.array([[0, 2], [1, 4], [3, 6], [2, 2]])
     assert [TOKEN_TYPES[t] if t >= 0 else None for t in bpe_token_types(labels, offsets)] == [
-        "name", "name", "other", None,
+        "name",
+        "name",
+        "other",
+        None,
     ]
 
 

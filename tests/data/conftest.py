@@ -35,3 +35,9 @@ def tok():
     from moe_emergence.data.tokenizer import load_tokenizer
 
     return load_tokenizer("embedded")
+
+
+@pytest.fixture(scope="session")
+def make_docs():  # a pure builder: safe to share across hypothesis inputs
+    """Builder of document tables: make_docs([(doc_id, group_id, text), ...], domain=...)."""
+    return docs_table

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from moe_emergence.model.checkpoint import SIDECAR, WEIGHTS, CheckpointError, load_model, save_model
 from moe_emergence.model.ghost import GhostController
@@ -70,4 +70,27 @@ def test_sidecar_that_does_not_match_weights(dense, mp_factory, tmp_path):
     side["moe"] = None
     side_path.write_text(json.dumps(side))
     with pytest.raises(CheckpointError):
+        load_model(tmp_path / "m")
+
+
+def test_weights_from_another_save_are_caught(dense, mp_factory, tmp_path):
+    save_model(dense, tmp_path / "a", {"step": 1})
+    save_model(dense, tmp_path / "b", {"step": 2})
+    (tmp_path / "b" / WEIGHTS).write_bytes((tmp_path / "a" / WEIGHTS).read_bytes())
+    with pytest.raises(CheckpointError, match="hash mismatch"):
+        load_model(tmp_path / "b")
+
+
+def test_structure_checked_without_hash(dense, mp_factory, tmp_path):
+    """Weights written by other tools carry no sidecar hash: names and shapes still checked."""
+    model = to_moe(copy.deepcopy(dense), mp_factory(), seed=0)
+    save_model(model, tmp_path / "m")
+    tensors = load_file(str(tmp_path / "m" / WEIGHTS))
+    save_file(tensors, str(tmp_path / "m" / WEIGHTS))  # no metadata
+    load_model(tmp_path / "m")  # still loads
+    side_path = tmp_path / "m" / SIDECAR
+    side = json.loads(side_path.read_text())
+    side["gpt2_config"]["n_positions"] = 64
+    side_path.write_text(json.dumps(side))
+    with pytest.raises(CheckpointError, match="shape"):
         load_model(tmp_path / "m")

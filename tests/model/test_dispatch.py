@@ -79,3 +79,21 @@ def test_sort_assignments_inverse():
     assert sorted_e.tolist() == [0, 0, 1, 1, 2, 2]
     assert perm.tolist() == [1, 4, 2, 5, 0, 3]  # stable: ties keep assignment order
     assert torch.equal(perm[inv], torch.arange(6))
+
+
+def test_auto_backend_is_the_loop_on_cpu():
+    layer = make_layer()
+    assert dsp.choose_backend(torch.randn(4, 16), layer.experts) == "loop"
+
+
+@pytest.mark.skipif(not dsp.grouped_mm_available(), reason="no grouped_mm in this torch")
+def test_grouped_backend_bf16_autocast_close_to_loop():
+    layer = make_layer(n_experts=4, top_k=2).train()
+    x = torch.randn(64, 16)
+    outs = {}
+    for backend in ("loop", "grouped"):
+        layer.backend = backend
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs[backend] = layer(x).float()
+    torch.testing.assert_close(outs["grouped"], outs["loop"], atol=3e-2, rtol=3e-2)

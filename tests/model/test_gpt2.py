@@ -51,16 +51,29 @@ def test_load_pretrained_local_dir(dense, tokens, tmp_path):
     assert m2.config.resid_pdrop == 0.0
 
 
-def test_load_pretrained_offline_is_a_clear_error(monkeypatch):
+@pytest.mark.parametrize("reachable", [True, False])
+def test_load_pretrained_offline_is_a_clear_error(monkeypatch, reachable):
+    calls = []
+
     def refuse(*args, **kwargs):
+        calls.append(kwargs["local_files_only"])
+        assert kwargs["trust_remote_code"] is False
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
     monkeypatch.setattr(gpt2.GPT2LMHeadModel, "from_pretrained", refuse)
+    monkeypatch.setattr(gpt2, "_hub_unreachable", lambda: None if reachable else "no DNS")
     with pytest.raises(RuntimeError, match="offline") as e:
         load_pretrained("gpt2")
     assert "model.init: scratch" in str(e.value)
+    assert calls == ([True, False] if reachable else [True])  # cache first; no retries when unreachable
 
 
 def test_load_pretrained_missing_local_path(tmp_path):
     with pytest.raises(RuntimeError, match="model.init: scratch"):
         load_pretrained(str(tmp_path / "no-such-model"))
+
+
+def test_load_pretrained_dir_without_weights(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="directory"):
+        load_pretrained(str(tmp_path / "empty"))
