@@ -361,8 +361,23 @@ class AnalyzeParams:
         default_factory=lambda: ["prefix", "blank_lines", "double_spaces"]
     )
     format_prefix: str = "Problem: "
+    # The MoE variant the report's prose, knockout, token types and format test describe
+    # (the first of run_variants when it is not trained).
+    main_variant: str = "moe"
+    # Sequences per forward pass of the analysis.
+    batch_size: int = 32
+    # Eval blocks (equal per domain) for the expert knockout, which needs the LM head per
+    # expert and layer; 0 skips the knockout.
+    knockout_blocks: int = 48
+    # Train blocks routed for the eval-vs-train comparison; 0 skips it.
+    train_blocks: int = 192
+    # Eval documents per domain routed with their format perturbed; 0 skips the test.
+    format_docs: int = 24
 
     def validate(self, key: str) -> None:
+        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
+        for name in ("knockout_blocks", "train_blocks", "format_docs"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0 (0 skips it)")
         _check(self.n_permutations >= 1, f"{key}.n_permutations", "must be >= 1")
         _check(self.n_bootstrap >= 1, f"{key}.n_bootstrap", "must be >= 1")
         _check(self.min_token_count >= 1, f"{key}.min_token_count", "must be >= 1")

@@ -129,7 +129,9 @@ class GhostController:
                 pd.copy_(ps + noise.to(ps.device, ps.dtype))
             w = moe.router.weight
             row = w[relieved].float()
-            delta = torch.randn(row.shape, generator=self.gen) * (row.std().item() * self.router_offset)
+            scale = row.std().item()
+            scale = scale if scale > 0 else 1.0  # an all-zero row still needs a split
+            delta = torch.randn(row.shape, generator=self.gen) * (scale * self.router_offset)
             delta = delta.to(w.device, w.dtype)
             w[woken] = w[relieved] + delta
             w[relieved] -= delta

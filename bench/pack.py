@@ -1,0 +1,151 @@
+"""Pack throughput against the raw fast tokenizer, and pack's peak memory as the corpus grows.
+
+The documents are the embedded corpora in full (code, math, prose; about 8 MB
+of characters), written as sampled-stage Parquet. In one process, in
+interleaved rounds:
+
+- raw: the Rust GPT-2 tokenizer's batch encoding of all documents at once
+  (`encode_batch_fast`, ids extracted), the fastest way to get the ids;
+- pack: the whole pack stage on the same documents (Parquet read in batches,
+  the same tokenizer, EOS, blocks, provenance, balancing, Arrow files written).
+
+ratio = raw time / pack time (tokens per second of pack over those of raw; the
+goal is >= 0.8). The HF wrapper's `tokenizer(texts)` is timed too, for scale.
+
+Peak memory: pack and raw each run in a fresh child process on the corpus
+and on it repeated 4 times; the peak RSS of each child is reported. Pack
+streams, so its peak should not grow with the corpus; raw holds every id.
+
+    python bench/pack.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from moe_emergence.config import DataParams, PackParams  # noqa: E402
+from moe_emergence.data.documents import make_table, write_docs  # noqa: E402
+from moe_emergence.data.fetch import fetch_domain  # noqa: E402
+from moe_emergence.data.pack import run_pack  # noqa: E402
+from moe_emergence.data.tokenizer import load_tokenizer  # noqa: E402
+
+
+def build_corpus(out: Path, scale: int) -> tuple[int, int]:
+    """Sampled-stage files of the embedded corpora, each document repeated `scale` times."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = DataParams()
+    n_docs = n_chars = 0
+    for domain in data.sources:
+        table, _, prov = fetch_domain(domain, data)
+        rows = table.to_pylist()
+        big = []
+        for k in range(scale):
+            for i, r in enumerate(rows):
+                big.append({**r, "doc_id": f"{r['doc_id']}#{k}", "split": "eval" if i % 20 == 0 else "train"})
+        write_docs(out / f"{domain}.parquet", make_table(big, prov, extra={"split": pa.string()}))
+        n_docs += len(big)
+        n_chars += sum(r["n_chars"] for r in big)
+    return n_docs, n_chars
+
+
+def read_texts(sampled: Path) -> list[str]:
+    return [t for f in sorted(sampled.glob("*.parquet")) for t in pq.read_table(f, columns=["text"]).column("text").to_pylist()]
+
+
+def child(mode: str, sampled: Path, block: int) -> None:
+    tok = load_tokenizer("embedded")
+    t0 = time.perf_counter()
+    if mode == "pack":
+        with tempfile.TemporaryDirectory() as d:
+            run_pack(PackParams(block_size=block), sampled, Path(d) / "packed", Path(d) / "pack.json", tok=tok)
+    else:
+        ids = tok.encode_batch(read_texts(sampled))
+        assert ids
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_mb": round(peak_kb / 1024, 1), "seconds": round(time.perf_counter() - t0, 3)}))
+
+
+def measure_child(mode: str, sampled: Path, block: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, "--sampled", str(sampled), "--block", str(block)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--block", type=int, default=512)
+    ap.add_argument("--child", choices=["pack", "raw"], help=argparse.SUPPRESS)
+    ap.add_argument("--sampled", type=Path, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        child(a.child, a.sampled, a.block)
+        return
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        n_docs, n_chars = build_corpus(root / "x1", 1)
+        tok = load_tokenizer("embedded")
+        texts = read_texts(root / "x1")
+        tok.encode_batch(texts[:200])  # warm-up
+        raw_t, pack_t, hf_t = [], [], []
+        n_tokens = 0
+        for r in range(a.rounds):
+            t0 = time.perf_counter()
+            ids = tok.encode_batch(texts)
+            raw_t.append(time.perf_counter() - t0)
+            n_tokens = sum(map(len, ids))
+            del ids
+            t0 = time.perf_counter()
+            rep = run_pack(PackParams(block_size=a.block), root / "x1", root / f"packed{r}", root / f"pack{r}.json", tok=tok)
+            pack_t.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            tok.hf(texts)
+            hf_t.append(time.perf_counter() - t0)
+        raw, pack, hf = statistics.median(raw_t), statistics.median(pack_t), statistics.median(hf_t)
+        packed_tokens = rep["train"]["domains"]
+        build_corpus(root / "x4", 4)
+        mem = {f"{mode}_x{k}": measure_child(mode, root / f"x{k}", a.block)["peak_rss_mb"]
+               for k in (1, 4) for mode in ("pack", "raw")}
+    result = {
+        "docs": n_docs,
+        "chars": n_chars,
+        "tokens": n_tokens,
+        "block_size": a.block,
+        "rounds": a.rounds,
+        "raw_encode_batch_s": round(raw, 3),
+        "pack_s": round(pack, 3),
+        "hf_call_s": round(hf, 3),
+        "raw_tokens_per_s": round(n_tokens / raw),
+        "pack_tokens_per_s": round(n_tokens / pack),
+        "ratio_pack_vs_raw": round(raw / pack, 3),
+        "ratio_pack_vs_hf_call": round(hf / pack, 3),
+        "goal": 0.8,
+        "peak_rss_mb": mem,
+        "train_blocks_per_domain_before_balance": {k: v["blocks"] for k, v in packed_tokens.items()},
+        "cpus": os.cpu_count(),
+    }
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"pack {result['pack_tokens_per_s']:,} tok/s vs raw {result['raw_tokens_per_s']:,} tok/s: "
+              f"ratio {result['ratio_pack_vs_raw']} (goal 0.8); peak RSS {mem}")
+
+
+if __name__ == "__main__":
+    main()

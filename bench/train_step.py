@@ -1,0 +1,88 @@
+"""MoE vs dense train-step time on the CPU profile, as a ratio measured in one run.
+
+Both models are built from params.yaml (the CPU profile's GPT-2 shape, MoE in
+`model.moe_layers`, upcycled from the same dense model) and trained with the
+project's own `Trainer.train_step` (forward, LM + aux losses, backward, clip,
+AdamW) on the same random token blocks, in interleaved rounds so that a noisy
+neighbour slows both alike. Reports median step times and their ratio.
+
+    python bench/train_step.py --json [--steps 12] [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moe_emergence.config import load_params
+from moe_emergence.model.gpt2 import make_dense, to_moe
+from moe_emergence.training.trainer import PackedSplit, RunSpec, Trainer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per model")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+
+    params = load_params(a.params)
+    mp, tp = params.variant("moe")
+    tp = dataclasses.replace(tp, max_steps=a.steps + a.warmup + 1, device="cpu")
+    block = mp.arch.n_positions
+    rng = np.random.default_rng(0)
+    n_blocks = tp.batch_size * tp.grad_accum * (a.steps + a.warmup + 1)
+    ids = rng.integers(0, 50257, size=(n_blocks, block)).astype(np.uint16)
+    data = PackedSplit(ids=ids, domain_codes=np.arange(n_blocks) % 3, domain_names=["code", "math", "prose"])
+
+    torch.manual_seed(0)
+    base = make_dense(mp.arch)
+    dense = make_dense(mp.arch)
+    dense.load_state_dict(base.state_dict())
+    moe = to_moe(base, mp, seed=0)  # upcycled from the same weights
+    with tempfile.TemporaryDirectory() as tmp:
+        def trainer(name: str, model: torch.nn.Module, is_moe: bool) -> Trainer:
+            spec = RunSpec(name=name, train=tp, model=mp if is_moe else None, model_out=Path(tmp) / name,
+                           report_out=Path(tmp) / f"r_{name}", work_dir=Path(tmp) / f"w_{name}")
+            return Trainer(spec, model, data, data)
+
+        runs = {"dense": trainer("dense", dense, False), "moe": trainer("moe", moe, True)}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for i in range(a.warmup + a.steps):
+            for name, t in runs.items():
+                t0 = time.perf_counter()
+                t.train_step()
+                if i >= a.warmup:
+                    times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    tokens = tp.batch_size * tp.grad_accum * block
+    out = {
+        "config": {"arch": dataclasses.asdict(mp.arch), "moe_layers": mp.moe_layers, "n_experts": mp.n_experts,
+                   "top_k": mp.top_k, "tokens_per_step": tokens, "threads": torch.get_num_threads(),
+                   "steps": a.steps},
+        "dense_step_s": med["dense"],
+        "moe_step_s": med["moe"],
+        "ratio": med["moe"] / med["dense"],
+        "dense_tokens_per_s": tokens / med["dense"],
+        "moe_tokens_per_s": tokens / med["moe"],
+        "goal_ratio": 1.15,
+    }
+    if a.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"dense {med['dense']:.3f}s/step, moe {med['moe']:.3f}s/step, ratio {out['ratio']:.3f} "
+              f"(goal <= 1.15)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

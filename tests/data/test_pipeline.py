@@ -1,0 +1,105 @@
+"""End to end: `dvc repro pack` in a fresh git+DVC repository on a tiny budget, a no-op second
+run, byte-identical outputs when forced, and one-line errors from the stage commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _env(repo: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(repo)  # the copied package, not the checkout's
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return env
+
+
+def _run(args, repo, check=True):
+    r = subprocess.run(args, cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(ROOT / "moe_emergence", repo / "moe_emergence", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "stages").mkdir()
+    for s in ("fetch", "split", "sample", "pack"):
+        shutil.copy(ROOT / "stages" / f"{s}.py", repo / "stages")
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["sample"]["size_mb"] = 0.05
+    params["data"]["sources"]["math"]["n_docs"] = 300
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], repo)
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "init"], repo)
+    _run([str(BIN / "dvc"), "init", "-q"], repo)
+    return repo
+
+
+@pytest.mark.slow
+def test_dvc_repro_pack_end_to_end(repo):
+    from moe_emergence.data.packed import load_packed
+
+    _run([str(BIN / "dvc"), "repro", "pack"], repo)
+    train, ev = load_packed(repo / "data/packed/train.arrow"), load_packed(repo / "data/packed/eval.arrow")
+    assert train.block_size == 128 and len(train) > 0 and len(ev) > 0
+    assert sorted(set(train.domains)) == ["code", "math", "prose"]
+    counts = {d: int((train.domains == d).sum()) for d in ("code", "math", "prose")}
+    assert len(set(counts.values())) == 1  # balanced
+    for f in ("fetch.json", "split.json", "sample.json", "pack.json", "artifacts.json", "report.md"):
+        assert (repo / "reports/data" / f).exists(), f
+    assert len(list((repo / "reports/data/samples").glob("*.txt"))) == 3
+    import json
+
+    split = json.loads((repo / "reports/data/split.json").read_text())
+    assert split["leakage"]["shared_content_hashes"] == 0 and split["leakage"]["groups_on_both_sides"] == 0
+
+    again = _run([str(BIN / "dvc"), "repro", "pack"], repo)
+    assert "Running stage" not in again.stdout and "up to date" in again.stdout
+
+    lock = (repo / "dvc.lock").read_text()
+    _run([str(BIN / "dvc"), "repro", "-f", "pack"], repo)
+    assert (repo / "dvc.lock").read_text() == lock  # the same hashes from a forced re-run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "stage, args, params_edit, message",
+    [
+        ("fetch", ["--out", "x/raw", "--report", "x/f.json"], lambda p: p["pack"].update(block_size=3),
+         "pack.block_size"),
+        ("fetch", ["--out", "x/raw", "--report", "x/f.json"],
+         lambda p: p["data"]["sources"].update(math={"kind": "local", "path": "nope/*.jsonl", "template": "{q}"}),
+         "matches no file"),
+        ("split", ["--raw", "x/none", "--out", "x/split", "--report", "x/s.json"], None, "run `dvc repro fetch` first"),
+        ("pack", ["--sampled", "x/none", "--out", "x/packed", "--report", "x/p.json", "--report-dir", "x"], None,
+         "run `dvc repro sample` first"),
+    ],
+)
+def test_stage_errors_are_one_line(repo, tmp_path, stage, args, params_edit, message):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    if params_edit:
+        params_edit(params)
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    r = _run([sys.executable, f"stages/{stage}.py", "--params", str(pfile), *args], repo, check=False)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"{stage}: error: ")
+    assert not (repo / "x").exists() or not any((repo / "x").iterdir())
