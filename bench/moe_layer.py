@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 "moe_ms": round(moe_t * 1e3, 2),
                 "ratio": round(moe_t / med["dense"], 3),
                 "ratio_median_of_rounds": round(statistics.median(per_round), 3),
+                # best-of: what each reaches when a neighbour's load leaves it alone
+                "ratio_of_minima": round(min(times[f"moe_top{k}"]) / min(times["dense"]), 3),
                 "goal": GOALS.get((n, k)),
             }
             if k == 1:

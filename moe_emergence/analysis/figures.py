@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from moe_emergence.atomic import atomic_path
 
@@ -213,6 +214,7 @@ def plot_collapse_trajectory(
                 label=f"collapse detected (step {collapse_step})",
             )
         ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8, frameon=False)
         _tidy(ax)
     ax_s.set_title("Top-expert share", fontsize=10)
@@ -279,12 +281,14 @@ def plot_router_over_training(
                 ax.axhline(
                     entropy_max, color="black", ls=":", lw=1, label="maximum (uniform router)"
                 )
+                ax.set_ylim(0, entropy_max * 1.05)
             if r == 0:
                 ax.set_title(f"layer {layer}", fontsize=10)
             if c == 0:
                 ax.set_ylabel(label)
             if r == len(metrics) - 1:
                 ax.set_xlabel("training step")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             _tidy(ax)
         axes[r, -1].legend(fontsize=8, frameon=False, loc="best")
     fig.suptitle(title, fontsize=11)
@@ -533,8 +537,9 @@ def plot_saturation(
     """
     layers = sorted(curves["layer"].unique(), key=str)
     variants = list(dict.fromkeys(curves["variant"]))
-    fig = _new((4.8 * len(layers) + 0.5, 4.0))
+    fig = _new((4.8 * len(layers) + 0.5, 4.4))
     axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)[0]
+    handles: dict[str, object] = {}
     for ax, layer in zip(axes, layers, strict=True):
         sub = curves[curves["layer"] == layer].sort_values("step")
         for i, v in enumerate(variants):
@@ -542,15 +547,25 @@ def plot_saturation(
             if not len(g):
                 continue
             color = variant_color(str(v), i)
-            ax.plot(g["step"], g["agreement"], marker="o", ms=4, color=color, label=f"{v}")
+            (handles[f"{v}"],) = ax.plot(g["step"], g["agreement"], marker="o", ms=4, color=color)
             if "chance" in g:
-                ax.plot(g["step"], g["chance"], ls=":", lw=1.2, color=color, label=f"{v}: chance")
+                (handles[f"{v}: chance"],) = ax.plot(
+                    g["step"], g["chance"], ls=":", lw=1.2, marker="x", ms=4, color=color
+                )
         ax.set_ylim(0, 1.02)
         ax.set_title(f"layer {layer}", fontsize=10)
         ax.set_xlabel("training step of the snapshot")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _tidy(ax)
-        ax.legend(fontsize=8, frameon=False, loc="upper left")
     axes[0].set_ylabel("tokens routed as by the final model")
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncols=min(4, max(len(handles), 1)),
+        fontsize=8,
+        frameon=False,
+    )
     fig.suptitle(f"{title}\n(chance: independent routers with the same loads)", fontsize=11)
     return _save(fig, path)
 
@@ -687,3 +702,88 @@ def format_rows(results: Mapping, variant: str) -> pd.DataFrame:
             for dom, g in a.get("per_group", {}).items()
         ]
     )
+
+
+def plot_knockout(
+    table: pd.DataFrame,
+    domains: Sequence[str],
+    path: str | Path,
+    *,
+    variant: str = "moe",
+) -> Path:
+    """One heatmap per layer: change of eval loss per domain (rows) with each expert (columns) disabled.
+
+    `table` is `knockout.knockout_table` output (columns layer, expert, domain,
+    delta, and optionally share). A box marks, for each expert, the domain that
+    routes the largest share of its tokens to it: damage that is domain-selective
+    where the routing is falls inside the boxes.
+    """
+    from matplotlib.patches import Rectangle
+
+    layers = sorted(table["layer"].unique())
+    doms = [d for d in domains if d in set(table["domain"])]
+    n_exp = int(table["expert"].max()) + 1 if len(table) else 1
+    nrows, ncols = _grid(len(layers))
+    fig = _new((max(7.0, 0.75 * n_exp + 2.2) * ncols, (0.5 * len(doms) + 1.7) * nrows + 0.9))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    lim = float(np.nanmax(np.abs(table["delta"]))) if len(table) else 1.0
+    lim = lim if lim > 0 else 1.0
+    digits = 2 if lim >= 0.1 else 3 if lim >= 0.01 else 4
+    im = None
+    for ax, layer in zip(axes, layers, strict=False):
+        g = table[table["layer"] == layer]
+        delta = g.pivot(index="domain", columns="expert", values="delta").reindex(
+            index=doms, columns=range(n_exp)
+        )
+        data = delta.to_numpy(float)
+        im = ax.imshow(data, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        ax.set_xticks(range(n_exp), [f"E{i}" for i in range(n_exp)])
+        ax.set_yticks(range(len(doms)), doms)
+        ax.tick_params(length=0)
+        for s in ax.spines.values():
+            s.set_visible(False)
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                v = data[i, j]
+                if np.isfinite(v):
+                    ax.text(
+                        j,
+                        i,
+                        f"{v:+.{digits}f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if abs(v) > 0.6 * lim else "black",
+                    )
+        if "share" in g:
+            share = g.pivot(index="domain", columns="expert", values="share").reindex(
+                index=doms, columns=range(n_exp)
+            )
+            idle = []
+            for j in range(n_exp):
+                col = share[j].to_numpy(float)
+                if np.nansum(col) > 0:
+                    i = int(np.nanargmax(col))
+                    ax.add_patch(
+                        Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.6, ec="black")
+                    )
+                else:
+                    idle.append(j)
+            ax.set_xticks(
+                range(n_exp),
+                [f"E{j}" + ("\n(no tokens)" if j in idle else "") for j in range(n_exp)],
+            )
+        ax.set_title(f"layer {layer}", fontsize=10)
+        ax.set_xlabel("disabled expert")
+    for ax in axes[len(layers) :]:
+        ax.set_visible(False)
+    if im is not None:
+        cb = fig.colorbar(im, ax=axes[: len(layers)].tolist(), shrink=0.9)
+        cb.set_label("change of eval loss (nats per token)")
+    fig.suptitle(
+        f"Expert knockout ({variant}): change of eval loss per domain, one expert disabled at a time\n"
+        "(its tokens go to their next choice; box: the domain that routes the largest\n"
+        "share of its tokens to the expert)",
+        fontsize=11,
+    )
+    return _save(fig, path)

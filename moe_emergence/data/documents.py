@@ -42,6 +42,7 @@ SCHEMA = pa.schema(
 )
 SPLITS = ("train", "eval")
 PROVENANCE_KEY = b"moe_emergence.provenance"
+ROW_GROUP_DOCS = 512
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def make_table(rows: Iterable[dict[str, Any]], provenance: dict[str, Any] | None
 def write_docs(path: str | Path, table: pa.Table) -> None:
     """Write a document table as Parquet, atomically and byte-reproducibly."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=4096)
+        # small row groups: pack reads batch by batch, and a row group is read whole
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_DOCS)
 
 
 def read_docs(path: str | Path, stage: str, columns: list[str] | None = None) -> pa.Table:

@@ -7,12 +7,14 @@ and counted. Every block carries provenance: the ids of the documents it
 covers, where each starts in the block, and the offset into the first one.
 
 Memory stays flat in the corpus size: tokens stream from Parquet batches into
-per-domain Arrow files; balancing then picks rows from those memory-mapped
-files and writes them out in fixed-size record batches.
+per-domain Arrow files; balancing then streams those files batch by batch into
+the outputs, written as fixed-size record batches.
 
 Train balance (reference decisions 005/012): one local `random.Random(seed)`
 shuffles each domain's block list in sorted domain order, and every list is
-truncated to the smallest domain's count. Eval is not balanced.
+truncated to the smallest domain's count. The kept blocks are written in their
+stream order (`block_index`), domain after domain: training draws its own
+seeded permutation. Eval is not balanced.
 """
 
 from __future__ import annotations
@@ -107,8 +109,12 @@ class DomainPacker:
         return {"docs": self.n_docs, "tokens": self.n_tokens, "blocks": self.n_blocks, "tail_tokens": len(self.buf)}
 
 
-def _open_blocks(path: Path) -> pa.Table:
-    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+def _batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The record batches of an Arrow file, read one at a time (not mapped: RSS stays flat)."""
+    with pa.OSFile(str(path)) as f:
+        reader = pa.ipc.open_file(f)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
 
 
 def _write_rechunked(path: Path, schema: pa.Schema, pieces: Iterator[pa.Table]) -> int:
@@ -131,11 +137,6 @@ def _write_rechunked(path: Path, schema: pa.Schema, pieces: Iterator[pa.Table]) 
             writer.write_batch(t.to_batches()[0].replace_schema_metadata(None))
             n += pending_rows
     return n
-
-
-def _take_in_chunks(table: pa.Table, indices: list[int]) -> Iterator[pa.Table]:
-    for i in range(0, len(indices), ROWS_PER_BATCH):
-        yield table.take(pa.array(indices[i : i + ROWS_PER_BATCH], type=pa.int64()))
 
 
 def tokenize_domain(tok: Tokenizer, path: Path, domain: str, block_size: int, schema: pa.Schema,
@@ -194,39 +195,44 @@ def run_pack(pp: PackParams, sampled_dir: str | Path, out_dir: str | Path, repor
                 f"{pp.imbalance_warn_ratio}); {'balanced by truncation' if pp.balance_train else 'NOT balanced'}"
             )
 
-        tables = {s: {d: _open_blocks(work / f"{s}.{d}.arrow") for d in domains} for s in SPLITS}
         m = min(stats["train"][d]["blocks"] for d in domains)
         rng = random.Random(pp.seed)
-        selected: dict[str, list[int]] = {}
+        keep: dict[str, np.ndarray] = {}
         for d in domains:
-            order = list(range(stats["train"][d]["blocks"]))
+            n = stats["train"][d]["blocks"]
+            mask = np.ones(n, dtype=bool)
             if pp.balance_train:
+                order = list(range(n))
                 rng.shuffle(order)
-                order = order[:m]
-            selected[d] = order
+                mask[:] = False
+                mask[order[:m]] = True
+            keep[d] = mask
 
+        # The shuffle decides which blocks survive; they are written in stream order, read
+        # batch by batch (training draws its own seeded permutation of the blocks).
         def train_pieces() -> Iterator[pa.Table]:
             for d in domains:
-                yield from _take_in_chunks(tables["train"][d], selected[d])
+                for batch in _batches(work / f"train.{d}.arrow"):
+                    sel = keep[d][batch.column("block_index").to_numpy()]
+                    yield pa.Table.from_batches([batch.filter(pa.array(sel))])
 
         def eval_pieces() -> Iterator[pa.Table]:
             for d in domains:
-                for batch in tables["eval"][d].to_batches(max_chunksize=ROWS_PER_BATCH):
+                for batch in _batches(work / f"eval.{d}.arrow"):
                     yield pa.Table.from_batches([batch])
 
         n_train = _write_rechunked(tmp / "train.arrow", packed_schema(pp.block_size, {**meta, "split": "train"}),
                                    train_pieces())
         n_eval = _write_rechunked(tmp / "eval.arrow", packed_schema(pp.block_size, {**meta, "split": "eval"}),
                                   eval_pieces())
-        tables.clear()  # release the memory maps before the work files go
         shutil.rmtree(work)
 
     for w in warnings:
         print(f"pack: warning: {w}", file=sys.stderr)
     for d in domains:
         st = stats["train"][d]
-        st["blocks_balanced"] = len(selected[d])
-        st["tokens_balanced"] = len(selected[d]) * pp.block_size
+        st["blocks_balanced"] = int(keep[d].sum())
+        st["tokens_balanced"] = int(keep[d].sum()) * pp.block_size
         for s in SPLITS:
             x = stats[s][d]
             x["tokens_per_char"] = round(x["tokens"] / x["chars"], 4) if x["chars"] else 0.0

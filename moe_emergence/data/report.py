@@ -114,6 +114,10 @@ def write_summary(report_dir: str | Path, sampled_dir: str | Path, out: str | Pa
           a[d]["prefix"].get("20", {}).get("share", 0), a[d]["suffix"].get("20", {}).get("share", 0)] for d in sorted(a)]), ""]
     for d in sorted(a):
         parts += [f"- {d}: {flag}" for flag in a[d]["flags"]]
+    if any(a[d]["flags"] for d in a):
+        parts += ["", "A flag asks for a look, not a fix by default: a shared ending such as stdlib tests'",
+                  "`unittest.main()` is real content of its domain, while a fixed prefix added by a",
+                  "source (\"Problem:\") or stray whitespace would be a format cue to remove at fetch."]
     parts += ["", "Samples to read: `reports/data/samples/<domain>.txt`.", "", "## Sources", ""]
     for d, path in domain_files(sampled_dir, "sample").items():
         prov = read_provenance(path)

@@ -138,3 +138,12 @@ def test_loader_errors(tmp_path, tok):
         w.write_table(pa.table({"x": pa.array([1, 2], pa.int32())}))
     with pytest.raises(DataError, match="not a packed corpus"):
         load_packed(other)
+
+
+def test_unbalanced_train_keeps_every_block(tmp_path, tok, capsys):
+    sampled, _ = _sampled(tmp_path, {"code": (120, 5), "math": (30, 5)})
+    rep = run_pack(PackParams(block_size=16, balance_train=False), sampled, tmp_path / "packed", tmp_path / "p.json",
+                   tok=tok)
+    tr = load_packed(tmp_path / "packed" / "train.arrow")
+    assert len(tr) == sum(d["blocks"] for d in rep["train"]["domains"].values())
+    assert "NOT balanced" in capsys.readouterr().err

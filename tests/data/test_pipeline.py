@@ -77,7 +77,6 @@ def test_dvc_repro_pack_end_to_end(repo):
     assert (repo / "dvc.lock").read_text() == lock  # the same hashes from a forced re-run
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "stage, args, params_edit, message",
     [
@@ -91,15 +90,31 @@ def test_dvc_repro_pack_end_to_end(repo):
          "run `dvc repro sample` first"),
     ],
 )
-def test_stage_errors_are_one_line(repo, tmp_path, stage, args, params_edit, message):
+def test_stage_errors_are_one_line(repo, tmp_path, monkeypatch, capsys, stage, args, params_edit, message):
+    """In process (runpy) for speed; the subprocess test below checks a real command line."""
+    import runpy
+
     params = yaml.safe_load((repo / "params.yaml").read_text())
     if params_edit:
         params_edit(params)
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
-    r = _run([sys.executable, f"stages/{stage}.py", "--params", str(pfile), *args], repo, check=False)
-    assert r.returncode == 2, r.stderr
-    err = r.stderr.strip()
-    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
-    assert err.startswith(f"{stage}: error: ")
-    assert not (repo / "x").exists() or not any((repo / "x").iterdir())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [f"stages/{stage}.py", "--params", str(pfile), *args])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(ROOT / "stages" / f"{stage}.py"), run_name="__main__")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{stage}: error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+@pytest.mark.slow
+def test_stage_error_from_the_command_line(repo, tmp_path):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["sample"]["size_mb"] = -1
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    r = _run([sys.executable, "stages/sample.py", "--params", str(pfile), "--split", "x/none"], repo, check=False)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == ["sample: error: params.yaml: `sample.size_mb` must be > 0, got -1.0"]

@@ -1,0 +1,40 @@
+"""Stage `analyze`: the trained variants and the eval set in, `reports/` out.
+
+Usage: python stages/analyze.py [--packed data/packed --sampled data/sampled --models models
+                                 --train-reports reports/train --out reports]
+
+Writes reports/report.md, reports/figures/*.png, reports/analysis/metrics.json
+(DVC metrics), reports/analysis/curves/*.tsv (DVC plots) and
+reports/analysis/results.json (every number of the report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from moe_emergence.analysis.pipeline import Paths, one_line_summary, run_analysis
+from moe_emergence.cli import run_stage
+from moe_emergence.config import load_params
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--packed", type=Path, default=Path("data/packed"))
+    ap.add_argument("--sampled", type=Path, default=Path("data/sampled"))
+    ap.add_argument("--models", type=Path, default=Path("models"))
+    ap.add_argument("--train-reports", type=Path, default=Path("reports/train"))
+    ap.add_argument("--out", type=Path, default=Path("reports"))
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    params = load_params(a.params)
+    results = run_analysis(params, Paths(a.packed, a.sampled, a.models, a.train_reports, a.out))
+    print(one_line_summary(results, time.perf_counter() - t0, a.out))
+
+
+if __name__ == "__main__":
+    run_stage("analyze", main)
