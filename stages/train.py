@@ -22,11 +22,13 @@ def main() -> None:
     ap.add_argument("--base", type=Path, default=Path("models/base"))
     ap.add_argument("--model-out", type=Path)
     ap.add_argument("--report-out", type=Path)
+    ap.add_argument("--work-root", type=Path, default=None,
+                    help="where resumable work in progress lives (default .cache/runs)")
     a = ap.parse_args()
     params = load_params(a.params)
     params.variant(a.variant)  # an unknown variant fails here, before any work
     run_variant(params, a.variant, a.packed, a.base, a.model_out or Path("models") / a.variant,
-                a.report_out or Path("reports/train") / a.variant)
+                a.report_out or Path("reports/train") / a.variant, work_root=a.work_root)
 
 
 if __name__ == "__main__":

@@ -49,3 +49,13 @@ def test_numbers_written_by_dvc_exp_are_cast():
     p = parse_params(raw)
     assert isinstance(p.model.lb_coef, float) and p.model.lb_coef == 0.0
     assert p.train.optim.lr == pytest.approx(1e-4)
+
+
+def test_gpt2_profile_is_valid_and_mirrors_the_reference():
+    p = load_params("profiles/gpt2.yaml")
+    assert p.model.init == "gpt2" and p.model.moe_layers == [8, 9, 10, 11]
+    assert p.pack.block_size == 512 and p.sample.size_mb == 10.0
+    assert (p.train.batch_size, p.train.grad_accum, p.train.optim.lr) == (2, 4, 5e-5)
+    assert p.base.max_steps == 0  # the pretrained checkpoint is the base
+    # same top-level sections as the default profile, so one `cp` switches everything
+    assert set(_raw()) == set(yaml.safe_load(open("profiles/gpt2.yaml")))

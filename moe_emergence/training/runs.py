@@ -87,7 +87,7 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
 
 
 def run_variant(params: Params, name: str, packed_dir: Path, base_dir: Path, model_out: Path,
-                report_out: Path) -> None:
+                report_out: Path, work_root: Path | None = None) -> None:
     from moe_emergence.model.checkpoint import load_model
     from moe_emergence.model.gpt2 import to_moe
 
@@ -101,7 +101,7 @@ def run_variant(params: Params, name: str, packed_dir: Path, base_dir: Path, mod
             model = to_moe(model, mp, seed=tp.seed)
         spec = RunSpec(
             name=name, train=tp, model=mp if moe else None, model_out=model_out, report_out=report_out,
-            work_dir=WORK_ROOT / name, inputs=_inputs(packed_dir, base_dir),
+            work_dir=(work_root or WORK_ROOT) / name, inputs=_inputs(packed_dir, base_dir),
         )
         Trainer(spec, model, train, evals, dist).run()
     finally:
