@@ -329,7 +329,9 @@ class TrainParams:
     resume_every: int = 25
     collapse_threshold: float = 0.6
     collapse_patience: int = 3
-    collapse_min_live: int = 2
+    # A layer with fewer live experts (any token in the logging window) than this is hit:
+    # at CPU scale a router without load balancing kills experts before one passes 60%.
+    collapse_min_live: int = 7
     collapse_warmup: int = 0
     collapse_stop: bool = False
 
@@ -413,7 +415,13 @@ class Params:
                 f"names {name!r}, which is not a MoE variant defined under `variants`",
             )
         for name in self.variants:
-            self.variant(name)  # every override must name a real key with a valid value
+            m, t = self.variant(name)  # every override must name a real key with a valid value
+            _check(
+                t.collapse_min_live <= m.n_experts,
+                "train.collapse_min_live",
+                f"({t.collapse_min_live}) cannot exceed model.n_experts ({m.n_experts}) "
+                f"(variant {name!r}): every check would flag a collapse",
+            )
 
     def variant(self, name: str) -> tuple[ModelParams, TrainParams]:
         """The model and train params of a variant: the shared sections plus its overrides."""

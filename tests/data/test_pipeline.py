@@ -12,43 +12,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.pipeline_repo import make_repo, run, tiny_data
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def _env(repo: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(repo)  # the copied package, not the checkout's
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    return env
-
-
 def _run(args, repo, check=True):
-    r = subprocess.run(args, cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=600)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
+    return run(args, repo, check=check, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("e2e")
-    shutil.copytree(ROOT / "moe_emergence", repo / "moe_emergence", ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "stages").mkdir()
-    for s in ("fetch", "split", "sample", "pack"):
-        shutil.copy(ROOT / "stages" / f"{s}.py", repo / "stages")
-    shutil.copy(ROOT / "dvc.yaml", repo)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["sample"]["size_mb"] = 0.05
-    params["data"]["sources"]["math"]["n_docs"] = 300
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], repo)
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "commit", "-qm", "init"], repo)
-    _run([str(BIN / "dvc"), "init", "-q"], repo)
-    return repo
+    return make_repo(tmp_path_factory.mktemp("e2e"), tiny_data)
 
 
 @pytest.mark.slow

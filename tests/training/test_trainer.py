@@ -35,7 +35,8 @@ def tiny_data(seed: int = 0, n_train: int = 24, n_eval: int = 6) -> tuple[Packed
 
 def train_params(**kw) -> TrainParams:
     base = TrainParams(max_steps=6, batch_size=4, grad_accum=2, log_every=2, eval_every=3,
-                       snapshot_every=3, resume_every=2, eval_batch_size=4, device="cpu")
+                       snapshot_every=3, resume_every=2, eval_batch_size=4, device="cpu",
+                       collapse_min_live=2)
     base = dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr=3e-3, warmup_frac=0.2))
     return dataclasses.replace(base, **kw)
 

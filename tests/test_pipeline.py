@@ -1,0 +1,57 @@
+"""The whole workflow a user types, on a tiny profile in a throwaway git+DVC repository:
+`dvc repro`, then `dvc exp run -S model.lb_coef=0`, then `dvc metrics diff`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.pipeline_repo import DVC, make_repo, run, tiny_model
+
+DATA_STAGES = ("fetch", "split", "sample", "pack")
+
+
+def ran(stdout: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", stdout))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("pipeline"), tiny_model)
+    first = run([DVC, "repro"], repo)
+    return repo, first
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_every_stage_to_a_report(repo):
+    repo, first = repo
+    assert ran(first.stdout) >= {*DATA_STAGES, "base", "train_dense", "train@moe", "train@no_lb", "analyze"}
+    for v in ("dense", "moe", "no_lb"):
+        m = json.loads((repo / f"reports/train/{v}/metrics.json").read_text())
+        assert m["steps"] >= 1 and m["eval"]["lm_loss"] > 0, v
+        assert "collapse" in m and "tokens_per_s" in m["train"]
+    report = (repo / "reports/report.md").read_text()
+    assert "I(E;D)/H(D)" in report
+    assert any((repo / "reports/figures").glob("*.png"))
+    again = run([DVC, "repro"], repo)
+    assert ran(again.stdout) == set()  # a second repro is a no-op
+
+
+@pytest.mark.slow
+def test_ablation_reruns_only_the_moe_variants_and_the_analysis(repo):
+    repo, _ = repo
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline run"], repo)
+    exp = run([DVC, "exp", "run", "-S", "model.lb_coef=0"], repo)
+    stages = ran(exp.stdout)
+    assert "train@moe" in stages and "analyze" in stages
+    assert not stages & {*DATA_STAGES, "base", "train_dense"}, stages
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert lock["stages"]["train@moe"]["params"]["params.yaml"]["model"]["lb_coef"] == 0
+    diff = run([DVC, "metrics", "diff", "--json"], repo)
+    changed = json.loads(diff.stdout)
+    assert "reports/train/moe/metrics.json" in changed
+    assert "reports/train/dense/metrics.json" not in changed  # dense did not re-run
