@@ -555,7 +555,11 @@ def plot_saturation(
         ax.set_ylim(0, 1.02)
         ax.set_title(f"layer {layer}", fontsize=10)
         ax.set_xlabel("training step of the snapshot")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        steps = sorted(sub["step"].unique())
+        if len(steps) <= 12:
+            ax.set_xticks(steps)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _tidy(ax)
     axes[0].set_ylabel("tokens routed as by the final model")
     fig.legend(

@@ -84,6 +84,7 @@ PARAMS = {
         "snapshot_every": 2,
         "resume_every": 100,
         "eval_batch_size": 8,
+        "collapse_min_live": 2,
         "device": "cpu",
         "optim": {"lr": 0.003, "warmup_frac": 0.25},
     },
