@@ -63,8 +63,17 @@ def load_tokenizer(kind: str = "embedded") -> Tokenizer:
         rust.decoder = decoders.ByteLevel()
         hf = GPT2TokenizerFast(tokenizer_object=rust, eos_token=EOS_TEXT, bos_token=EOS_TEXT, unk_token=EOS_TEXT)
     elif kind == "gpt2":
+        from moe_emergence.hub import hub_unreachable
+
+        cache = str(Path(".cache") / "hf")
         try:
-            hf = GPT2TokenizerFast.from_pretrained("gpt2", cache_dir=str(Path(".cache") / "hf"))
+            try:  # the local cache first: no network needed when present
+                hf = GPT2TokenizerFast.from_pretrained("gpt2", cache_dir=cache, local_files_only=True)
+            except Exception:
+                reason = hub_unreachable()
+                if reason:
+                    raise ConnectionError(reason) from None
+                hf = GPT2TokenizerFast.from_pretrained("gpt2", cache_dir=cache)
         except Exception as e:  # offline, or the hub unreachable
             raise DataError(
                 f"could not load the `gpt2` tokenizer from the Hugging Face hub ({type(e).__name__}: "

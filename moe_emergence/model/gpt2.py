@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import socket
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
 from moe_emergence.config import ArchParams, ModelParams
+from moe_emergence.hub import hub_unreachable
 from moe_emergence.model.moe import MoELayer
 
 GPT2_VOCAB = 50257
@@ -94,7 +94,7 @@ def load_pretrained(
         if not local_only:
             if looks_local:
                 break
-            reason = _hub_unreachable()
+            reason = hub_unreachable()
             if reason:  # fail now rather than after the hub client's retries
                 errors.append(reason)
                 break
@@ -119,25 +119,6 @@ def load_pretrained(
     if not isinstance(model, GPT2LMHeadModel) or model.config.model_type != "gpt2":
         raise RuntimeError(f"model.init: {name_or_path!r} is not a GPT-2 checkpoint")
     return model
-
-
-def _hub_unreachable(timeout: float = 5.0) -> str | None:
-    """Why the Hugging Face hub cannot be reached (offline mode, DNS, TCP), or None."""
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE is set"
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # behind a proxy a direct connection proves nothing; let the hub client try
-    url = urlparse(constants.ENDPOINT)
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as e:
-        return f"cannot reach {host}:{port} ({e})"
 
 
 def _perturb_(module: nn.Module, rel_std: float, gen: torch.Generator) -> None:

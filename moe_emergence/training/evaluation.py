@@ -137,7 +137,8 @@ def evaluate(
             lbs, zs = [], []
             for _, layer in window.layers:
                 r = layer.last_routing
-                lbs.append(float(load_balance_loss(r.probs, r.expert_idx, r.probs.shape[-1])))
+                # E is the number of routable experts (dormant ghosts excluded), so balanced = 1
+                lbs.append(float(load_balance_loss(r.probs, r.expert_idx, int(layer.active.sum()))))
                 zs.append(float(z_loss(r.logits)))
             lb_sum += sum(lbs) / len(lbs)
             z_sum += sum(zs) / len(zs)

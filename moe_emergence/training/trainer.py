@@ -311,8 +311,8 @@ class Trainer:
                 if not torch.isfinite(loss):
                     kept = self.state_path if self.state_path.exists() else "none yet"
                     raise TrainingError(
-                        f"[{self.spec.name}] non-finite loss at step {step + 1} (lm={float(lm):.4g}, "
-                        f"lb={float(lb):.4g}, z={float(z):.4g}); stopping. Last good resumable checkpoint: "
+                        f"[{self.spec.name}] non-finite loss at step {step + 1} (lm={float(lm.detach()):.4g}, "
+                        f"lb={float(lb.detach()):.4g}, z={float(z.detach()):.4g}); stopping. Last good resumable checkpoint: "
                         f"{kept}. Lower train.optim.lr or raise train.optim.warmup_frac."
                     )
                 (loss / tp.grad_accum).backward()

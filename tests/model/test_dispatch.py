@@ -6,9 +6,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from moe_testing import make_layer
 
 from moe_emergence.model import dispatch as dsp
+from tests.model.moe_testing import make_layer
 
 
 def oracle(layer, x):

@@ -6,11 +6,11 @@ import copy
 
 import pytest
 import torch
-from conftest import ARCH, VOCAB  # noqa: I001
 from transformers import GPT2LMHeadModel
 
 from moe_emergence.model import gpt2
 from moe_emergence.model.gpt2 import load_pretrained, make_dense, to_moe
+from tests.model.conftest import ARCH, VOCAB
 
 
 def test_make_dense_shape_and_ties():
@@ -61,7 +61,7 @@ def test_load_pretrained_offline_is_a_clear_error(monkeypatch, reachable):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
     monkeypatch.setattr(gpt2.GPT2LMHeadModel, "from_pretrained", refuse)
-    monkeypatch.setattr(gpt2, "_hub_unreachable", lambda: None if reachable else "no DNS")
+    monkeypatch.setattr(gpt2, "hub_unreachable", lambda: None if reachable else "no DNS")
     with pytest.raises(RuntimeError, match="offline") as e:
         load_pretrained("gpt2")
     assert "model.init: scratch" in str(e.value)

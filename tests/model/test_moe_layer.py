@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from moe_testing import make_layer
+
+from tests.model.moe_testing import make_layer
 
 
 def test_eval_mode_no_noise_and_unit_gate():

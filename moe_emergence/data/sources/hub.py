@@ -31,6 +31,7 @@ from moe_emergence.config import SourceParams
 from moe_emergence.data.documents import RawDoc
 from moe_emergence.data.errors import DataError
 from moe_emergence.data.sources.wiki import chunk_paragraphs
+from moe_emergence.hub import hub_unreachable
 from moe_emergence.data.templates import render, strip_patterns
 
 CACHE = Path(".cache")
@@ -205,6 +206,9 @@ def datasets_source(domain: str, src: SourceParams, seed: int, max_chars: int) -
         return DataError(f"{where}: could not load split {src.split!r}: {type(e).__name__}: {first}. {_offline_hint(domain)}")
 
     try:
+        reason = hub_unreachable() if src.dataset not in _PACKAGED else None
+        if reason:  # fail now rather than after the hub client's retries
+            raise ConnectionError(reason)
         ds = datasets.load_dataset(**kwargs)
     except DataError:
         raise
