@@ -58,7 +58,7 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
         train, evals = load_data(packed_dir)
         mp = params.model
         if mp.init == "scratch":
-            model = make_dense(mp.arch)
+            model = make_dense(mp.arch, seed=params.base.seed)  # seeded: the base must reproduce
         else:
             model = load_pretrained(mp.init)
         block = train.ids.shape[1]
