@@ -68,8 +68,20 @@ def _heat_vmax(tables: Sequence[np.ndarray], floor: float) -> float:
     return min(1.0, math.ceil(top * 10 - 1e-9) / 10)
 
 
-def _annotated_heatmap(ax, data: np.ndarray, rows: Sequence[str], cols: Sequence[str], vmax: float):
-    im = ax.imshow(data, cmap=HEATMAP_CMAP, vmin=0.0, vmax=vmax, aspect="auto")
+def _annotated_heatmap(
+    ax,
+    data: np.ndarray,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    vmax: float,
+    *,
+    cmap: str = HEATMAP_CMAP,
+    vmin: float = 0.0,
+    fmt: str = ".2f",
+    fontsize: int = 8,
+):
+    """A heatmap with every finite cell's value printed; dark cells get white text."""
+    im = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows)
     ax.tick_params(length=0)
@@ -82,11 +94,11 @@ def _annotated_heatmap(ax, data: np.ndarray, rows: Sequence[str], cols: Sequence
                 ax.text(
                     j,
                     i,
-                    f"{v:.2f}",
+                    f"{v:{fmt}}",
                     ha="center",
                     va="center",
-                    fontsize=8,
-                    color="white" if v > 0.6 * vmax else "black",
+                    fontsize=fontsize,
+                    color="white" if abs(v) > 0.6 * vmax else "black",
                 )
     return im
 
@@ -740,25 +752,10 @@ def plot_knockout(
             index=doms, columns=range(n_exp)
         )
         data = delta.to_numpy(float)
-        im = ax.imshow(data, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-        ax.set_xticks(range(n_exp), [f"E{i}" for i in range(n_exp)])
-        ax.set_yticks(range(len(doms)), doms)
-        ax.tick_params(length=0)
-        for s in ax.spines.values():
-            s.set_visible(False)
-        for i in range(data.shape[0]):
-            for j in range(data.shape[1]):
-                v = data[i, j]
-                if np.isfinite(v):
-                    ax.text(
-                        j,
-                        i,
-                        f"{v:+.{digits}f}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="white" if abs(v) > 0.6 * lim else "black",
-                    )
+        im = _annotated_heatmap(
+            ax, data, doms, [f"E{i}" for i in range(n_exp)], lim,
+            cmap="RdBu_r", vmin=-lim, fmt=f"+.{digits}f", fontsize=7,
+        )
         if "share" in g:
             share = g.pivot(index="domain", columns="expert", values="share").reindex(
                 index=doms, columns=range(n_exp)
