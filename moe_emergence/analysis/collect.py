@@ -27,7 +27,8 @@ from moe_emergence.data.packed import PackedData
 from moe_emergence.model.gpt2 import moe_layers
 from moe_emergence.model.losses import load_balance_loss, z_loss
 from moe_emergence.model.moe import MoELayer
-from moe_emergence.training.evaluation import group_by_domain, sequence_lm_loss
+from moe_emergence.training.evaluation import group_by_domain
+from moe_emergence.training.lm_loss import model_sequence_losses
 
 # --------------------------------------------------------------------------- tokens and provenance
 
@@ -192,7 +193,7 @@ def route(
                 device
             )
             if lm_loss:
-                losses.append(sequence_lm_loss(model(input_ids=x).logits, x).double().cpu().numpy())
+                losses.append(model_sequence_losses(model, x).double().cpu().numpy())
             else:
                 model.transformer(input_ids=x)
             for i, layer in layers:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from moe_emergence.model.gpt2 import moe_layers
 from moe_emergence.model.losses import load_balance_loss, z_loss
@@ -25,20 +24,7 @@ from moe_emergence.model.routing_stats import (
     normalized_load_entropy,
     top_share,
 )
-
-
-def sequence_lm_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy per sequence: [B, T, V] logits, [B, T] ids -> [B].
-
-    The last position has no target and is ignored rather than sliced off:
-    slicing [B, T, V] logits would make backward allocate, zero-fill and copy a
-    full-size gradient (about a quarter of a CPU-profile step).
-    """
-    b, t, v = logits.shape
-    targets = torch.full_like(ids, -100)
-    targets[:, :-1] = ids[:, 1:]
-    ce = F.cross_entropy(logits.reshape(-1, v).float(), targets.reshape(-1), reduction="none")
-    return ce.view(b, t).sum(dim=1) / (t - 1)
+from moe_emergence.training.lm_loss import model_sequence_losses
 
 
 def group_by_domain(per_seq: np.ndarray, domain_codes: np.ndarray, names: list[str]) -> dict[str, float]:
@@ -130,8 +116,8 @@ def evaluate(
     for start in range(0, len(ids), batch_size):
         x = torch.from_numpy(ids[start : start + batch_size].astype(np.int64)).to(device)
         with autocast():
-            logits = model(input_ids=x).logits
-        per_seq[start : start + len(x)] = sequence_lm_loss(logits, x).double().cpu().numpy()
+            losses = model_sequence_losses(model, x)
+        per_seq[start : start + len(x)] = losses.double().cpu().numpy()
         if window.layers:
             window.update()
             lbs, zs = [], []

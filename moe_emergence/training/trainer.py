@@ -41,7 +41,8 @@ from moe_emergence.model.gpt2 import moe_layers
 from moe_emergence.training.batches import BatchPlan
 from moe_emergence.training.collapse import CollapseDetector
 from moe_emergence.training.distributed import Dist, all_reduce_sum
-from moe_emergence.training.evaluation import RouterWindow, evaluate, sequence_lm_loss
+from moe_emergence.training.evaluation import RouterWindow, evaluate
+from moe_emergence.training.lm_loss import CausalLMLoss
 from moe_emergence.training.schedule import lr_factor, noise_scale, warmup_steps
 
 STATE_VERSION = 1
@@ -148,14 +149,15 @@ class Trainer:
         self.model = model.to(self.device)
         self.model.train()
         self.moe = bool(moe_layers(self.model))
+        self.lm = CausalLMLoss(self.model)  # returns (mean LM loss, per-block losses)
         if self.dist.enabled:
             self.ddp: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(
-                self.model,
+                self.lm,
                 device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
                 find_unused_parameters=self.moe,
             )
         else:
-            self.ddp = self.model
+            self.ddp = self.lm
         o = self.tp.optim
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay,
@@ -300,9 +302,7 @@ class Trainer:
             ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
             with ctx:
                 with self.autocast():
-                    logits = self.ddp(input_ids=x).logits
-                per_seq = sequence_lm_loss(logits, x)
-                lm = per_seq.mean()
+                    lm, per_seq = self.ddp(x)
                 loss = lm
                 lb = z = torch.zeros((), device=self.device)
                 if self.moe:
