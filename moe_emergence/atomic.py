@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,15 +33,34 @@ _MODE = 0o666 & ~_umask()
 
 
 def _fail(path: Path, err: OSError) -> OutputError:
+    if isinstance(err, OutputError):
+        return err
     return OutputError(f"cannot write {path}: {err.strerror or err} (check permissions and free disk space)")
+
+
+def _sweep_stale(path: Path) -> None:
+    """Remove temporaries a killed earlier run left next to `path` (`.<name>.<8 random chars>.tmp`).
+
+    DVC holds its repository lock while a stage runs, so no other writer owns them."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    for p in path.parent.iterdir():
+        if pattern.fullmatch(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary file path next to `path`; rename it onto `path` on success."""
+    """Yield a temporary file path next to `path`; rename it onto `path` on success.
+
+    A failure to write (an OSError such as a full disk or a missing permission)
+    becomes an OutputError that names `path`; the temporary is removed."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         os.chmod(tmp, _MODE)  # mkstemp makes files owner-only; outputs get the usual mode
@@ -64,6 +84,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         os.chmod(tmp, 0o777 & ~_umask())
     except OSError as e:

@@ -12,7 +12,8 @@ from moe_emergence.config import ParamsError
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or environment: reported in one line, exit code 2."""
-    errors: list[type[BaseException]] = [ParamsError, OutputError, FileNotFoundError, PermissionError]
+    # OSError: a full disk, a missing permission, a file in the way; its message names the path
+    errors: list[type[BaseException]] = [ParamsError, OutputError, OSError]
     try:
         from moe_emergence.data.errors import DataError
 
@@ -44,7 +45,8 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except expected_errors() as e:
         if os.environ.get("MOE_DEBUG"):
             raise
-        print(f"{name}: error: {e}", file=sys.stderr)
+        cause = " ".join(str(e).split())  # one line, whatever the underlying library wrote
+        print(f"{name}: error: {cause}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"{name}: interrupted; nothing partial was published (re-run to resume)", file=sys.stderr)

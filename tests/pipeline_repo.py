@@ -63,3 +63,20 @@ def tiny_model(p: dict) -> None:
     p["train"].update(max_steps=4, batch_size=4, log_every=2, eval_every=2, snapshot_every=2,
                       resume_every=2, eval_batch_size=16)
     p["analyze"].update(n_permutations=20, n_bootstrap=20)
+
+
+def copy_repo(src: Path, dst: Path, forget: tuple[str, ...] = ()) -> Path:
+    """A full copy (work tree, git, DVC cache).
+
+    `forget` names stages to make unfinished, as on a machine where they never completed:
+    their entries leave dvc.lock and the run-cache is dropped, so the next `dvc repro`
+    executes them (it cannot just check out their outputs from an earlier run).
+    """
+    shutil.copytree(src, dst, symlinks=True)
+    if forget:
+        shutil.rmtree(dst / ".dvc" / "cache" / "runs", ignore_errors=True)
+        lock = yaml.safe_load((dst / "dvc.lock").read_text())
+        for stage in forget:
+            del lock["stages"][stage]
+        (dst / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    return dst

@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from tests.pipeline_repo import DVC, make_repo, run, tiny_model
+from tests.pipeline_repo import DVC, copy_repo, run
 
 DATA_STAGES = ("fetch", "split", "sample", "pack")
 
@@ -18,17 +18,10 @@ def ran(stdout: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", stdout))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = make_repo(tmp_path_factory.mktemp("pipeline"), tiny_model)
-    first = run([DVC, "repro"], repo)
-    return repo, first
-
-
 @pytest.mark.slow
-def test_dvc_repro_runs_every_stage_to_a_report(repo):
-    repo, first = repo
-    assert ran(first.stdout) >= {*DATA_STAGES, "base", "train_dense", "train@moe", "train@no_lb", "analyze"}
+def test_dvc_repro_runs_every_stage_to_a_report(finished_repo):
+    repo, first = finished_repo
+    assert ran(first) >= {*DATA_STAGES, "base", "train_dense", "train@moe", "train@no_lb", "analyze"}
     for v in ("dense", "moe", "no_lb"):
         m = json.loads((repo / f"reports/train/{v}/metrics.json").read_text())
         assert m["steps"] >= 1 and m["eval"]["lm_loss"] > 0, v
@@ -41,10 +34,8 @@ def test_dvc_repro_runs_every_stage_to_a_report(repo):
 
 
 @pytest.mark.slow
-def test_ablation_reruns_only_the_moe_variants_and_the_analysis(repo):
-    repo, _ = repo
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "baseline run"], repo)
+def test_ablation_reruns_only_the_moe_variants_and_the_analysis(finished_repo, tmp_path):
+    repo = copy_repo(finished_repo[0], tmp_path / "repo")
     exp = run([DVC, "exp", "run", "-S", "model.lb_coef=0"], repo)
     stages = ran(exp.stdout)
     assert "train@moe" in stages and "analyze" in stages

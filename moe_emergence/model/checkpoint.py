@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from moe_emergence.atomic import _jsonable, atomic_path, write_text
+from moe_emergence.atomic import OutputError, _jsonable, atomic_path, write_text
 from moe_emergence.config import ModelParams
 from moe_emergence.model.gpt2 import moe_layers, to_moe
 
@@ -91,9 +91,14 @@ def save_model(model: nn.Module, directory: str | Path, extra: dict | None = Non
     # The weights carry a hash of their sidecar, so a pair from two different saves
     # (say, an interrupted overwrite) is caught on load.
     text = json.dumps(_jsonable(sidecar), indent=2, sort_keys=True) + "\n"
-    meta = {"format": FORMAT, "sidecar_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    # One key only: safetensors writes metadata in hash-map order, which varies between
+    # processes, so two keys would give the same model different bytes (and DVC hashes).
+    meta = {"sidecar_sha256": hashlib.sha256(text.encode()).hexdigest()}
     with atomic_path(directory / WEIGHTS) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except SafetensorError as e:  # a full disk surfaces here as a serialization error
+            raise OutputError(f"cannot write {directory / WEIGHTS}: {e} (check free disk space)") from e
     write_text(directory / SIDECAR, text)
     return directory
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from moe_emergence.atomic import atomic_dir, atomic_path, write_json
+from moe_emergence.atomic import OutputError, atomic_dir, atomic_path, write_json
 from moe_emergence.config import ModelParams, TrainParams
 from moe_emergence.model.checkpoint import save_model
 from moe_emergence.model.gpt2 import moe_layers
@@ -221,7 +221,10 @@ class Trainer:
             "tokens_per_s": json.dumps(self.tokens_per_s),
         }
         with atomic_path(self.state_path) as tmp:
-            torch.save(state, tmp)
+            try:
+                torch.save(state, tmp)
+            except RuntimeError as e:  # torch reports a full disk as a RuntimeError
+                raise OutputError(f"cannot write {self.state_path}: {e} (check free disk space)") from e
 
     def try_resume(self) -> bool:
         """Resume from the work dir's state when its fingerprint matches; start fresh otherwise."""
@@ -462,8 +465,12 @@ class Trainer:
     def _publish(self, summary: dict[str, Any]) -> None:
         """Assemble the declared outputs from the finished work dir, each complete or absent."""
         work = self.spec.work_dir
+        # the sidecar records what the weights are, not how fast they were made: with no
+        # wall-clock figure in it, the same run gives the same bytes and the same DVC hash
+        stable = json.loads(json.dumps(summary))
+        stable["train"].pop("tokens_per_s", None)
         save_model(self.model, work / "final", {"step": self.step, "variant": self.spec.name,
-                                                 "summary": summary})
+                                                 "summary": stable})
         with atomic_dir(self.spec.model_out) as tmp:
             _link_tree(work / "final", tmp)
             if (work / "snapshots").exists():
