@@ -6,7 +6,7 @@ project's own `Trainer.train_step` (forward, LM + aux losses, backward, clip,
 AdamW) on the same random token blocks, in interleaved rounds so that a noisy
 neighbour slows both alike. Reports median step times and their ratio.
 
-    python bench/train_step.py --json [--steps 12] [--params params.yaml]
+    python bench/train_step.py --json [--steps 12] [--params params.yaml] [--profile]
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12, help="timed steps per model")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print the top operators of one profiled step of each model (torch.profiler)")
     a = ap.parse_args()
 
     params = load_params(a.params)
@@ -64,6 +66,12 @@ def main() -> None:
                 t.train_step()
                 if i >= a.warmup:
                     times[name].append(time.perf_counter() - t0)
+        if a.profile:
+            for name, t in runs.items():
+                with torch.profiler.profile() as prof:
+                    t.train_step()
+                print(f"--- {name}: one step, top operators by self CPU time", file=sys.stderr)
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10), file=sys.stderr)
     med = {k: statistics.median(v) for k, v in times.items()}
     tokens = tp.batch_size * tp.grad_accum * block
     out = {

@@ -48,6 +48,12 @@ def test_dvc_remote_shares_the_cache_and_a_pulled_clone_reruns_nothing(finished_
     st = run([DVC, "status"], b)
     assert "up to date" in st.stdout, st.stdout
 
+    c = tmp_path / "c"  # a GPU box that wants the prepared data only
+    run(["git", "clone", "-q", str(a), str(c)], tmp_path)
+    run([DVC, "pull", "--with-deps", "pack"], c)
+    assert files(c / "data/packed") == files(a / "data/packed") and not (c / "models/base").exists()
+    assert ran(run([DVC, "repro", "pack"], c).stdout) == set()  # no data stage runs there
+
 
 @pytest.mark.slow
 def test_two_clean_data_runs_are_byte_identical(finished_repo, tmp_path):

@@ -28,7 +28,7 @@ from moe_emergence.model.gpt2 import moe_layers
 from moe_emergence.model.losses import load_balance_loss, z_loss
 from moe_emergence.model.moe import MoELayer
 from moe_emergence.training.evaluation import group_by_domain
-from moe_emergence.training.lm_loss import model_sequence_losses
+from moe_emergence.training.lm_loss import NO_GRAD_CHUNK_TOKENS, model_sequence_losses, token_losses
 
 # --------------------------------------------------------------------------- tokens and provenance
 
@@ -250,7 +250,7 @@ def expert_disabled(layer: MoELayer, expert: int) -> Iterator[None]:
 
 
 # Positions per LM-head chunk: logits of a chunk are [chunk, vocab] floats (200 MB at 1024 x 50k).
-_HEAD_CHUNK = 1024
+_HEAD_CHUNK = NO_GRAD_CHUNK_TOKENS
 
 
 @torch.no_grad()
@@ -278,13 +278,7 @@ def next_token_loss(
     rows, cols = torch.nonzero(where, as_tuple=True)
     h = hidden[:, :-1][rows, cols]  # [M, d]
     target = ids[:, 1:][rows, cols]
-    out = torch.empty(len(rows), dtype=torch.float32, device=hidden.device)
-    for a in range(0, len(rows), _HEAD_CHUNK):
-        logits = model.lm_head(h[a : a + _HEAD_CHUNK]).float()
-        out[a : a + _HEAD_CHUNK] = torch.nn.functional.cross_entropy(
-            logits, target[a : a + _HEAD_CHUNK], reduction="none"
-        )
-    return out
+    return token_losses(h, model.lm_head.weight, target, _HEAD_CHUNK)
 
 
 def knockout_losses(
