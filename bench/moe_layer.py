@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import json
 import statistics
 import sys
@@ -25,6 +24,7 @@ import torch
 from transformers import GPT2Config
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
+from moe_emergence.allocator import keep_freed_memory
 from moe_emergence.model.losses import load_balance_loss, z_loss
 from moe_emergence.model.moe import MoELayer
 from moe_emergence.model.router import Router, Routing, count_assignments
@@ -44,25 +44,6 @@ class RoundRobinRouter(Router):
         gate = r.probs.gather(1, idx)
         gate = 1.0 + (gate - gate.detach()) if top_k == 1 else gate / gate.sum(-1, keepdim=True)
         return Routing(idx, gate, r.logits, r.probs, r.clean_probs, r.entropy, count_assignments(idx, e))
-
-
-def tune_malloc() -> bool:
-    """Keep freed large blocks in the heap instead of returning them to the OS.
-
-    glibc serves allocations above its mmap threshold (at most 32 MB by default)
-    with fresh mmap'd pages and unmaps them on free, so every large temporary
-    page-faults and is zeroed again by the kernel. A dense MLP on 4096 tokens
-    has [4096, 3072] fp32 activations (50 MB) and pays this on each of its
-    elementwise ops, while the MoE's per-expert slices stay under the threshold:
-    left as is, the comparison measures the allocator, not the layers.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    one_gib = ctypes.c_int(1 << 30)
-    return bool(libc.mallopt(m_mmap_threshold, one_gib)) and bool(libc.mallopt(m_trim_threshold, one_gib))
 
 
 def make_mlp(d: int, h: int) -> GPT2MLP:
@@ -128,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--default-malloc", action="store_true",
-        help="leave glibc's mmap threshold as is (see tune_malloc)",
+        help="leave glibc's mmap threshold as is (see moe_emergence.allocator)",
     )
     args = ap.parse_args(argv)
-    malloc_tuned = False if args.default_malloc else tune_malloc()
+    malloc_tuned = False if args.default_malloc else keep_freed_memory()
 
     torch.manual_seed(args.seed)
     d, h = args.d, args.hidden

@@ -7,6 +7,7 @@ AdamW) on the same random token blocks, in interleaved rounds so that a noisy
 neighbour slows both alike. Reports median step times and their ratio.
 
     python bench/train_step.py --json [--steps 12] [--params params.yaml] [--profile]
+                                [--default-malloc] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from moe_emergence.allocator import keep_freed_memory
 from moe_emergence.config import load_params
 from moe_emergence.model.gpt2 import make_dense, to_moe
 from moe_emergence.training.trainer import PackedSplit, RunSpec, Trainer
@@ -36,11 +38,17 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", action="store_true",
                     help="also print the top operators of one profiled step of each model (torch.profiler)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's mmap/trim thresholds as they are (the stages raise them: "
+                         "moe_emergence.allocator)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: CPU autocast (needs AVX512-BF16/AMX to be fast)")
     a = ap.parse_args()
+    malloc_tuned = False if a.default_malloc else keep_freed_memory()
 
     params = load_params(a.params)
     mp, tp = params.variant("moe")
-    tp = dataclasses.replace(tp, max_steps=a.steps + a.warmup + 1, device="cpu")
+    tp = dataclasses.replace(tp, max_steps=a.steps + a.warmup + 1, device="cpu", precision=a.precision)
     block = mp.arch.n_positions
     rng = np.random.default_rng(0)
     n_blocks = tp.batch_size * tp.grad_accum * (a.steps + a.warmup + 1)
@@ -77,7 +85,7 @@ def main() -> None:
     out = {
         "config": {"arch": dataclasses.asdict(mp.arch), "moe_layers": mp.moe_layers, "n_experts": mp.n_experts,
                    "top_k": mp.top_k, "tokens_per_step": tokens, "threads": torch.get_num_threads(),
-                   "steps": a.steps},
+                   "steps": a.steps, "malloc_tuned": malloc_tuned, "precision": a.precision},
         "dense_step_s": med["dense"],
         "moe_step_s": med["moe"],
         "ratio": med["moe"] / med["dense"],

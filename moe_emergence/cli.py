@@ -1,4 +1,4 @@
-"""What every stage command shares: one-line errors instead of bare tracebacks."""
+"""What every stage command shares: one-line errors instead of bare tracebacks, a tuned allocator."""
 
 from __future__ import annotations
 
@@ -6,32 +6,29 @@ import os
 import sys
 from collections.abc import Callable
 
+from moe_emergence.allocator import keep_freed_memory
 from moe_emergence.atomic import OutputError
 from moe_emergence.config import ParamsError
+
+# Error classes of the package's concerns that mean bad input or environment. They are
+# looked up only in modules already imported: an error cannot come from a module that
+# never loaded, and importing the trainer to name its error would make every stage's
+# command depend on the whole training package.
+_ERROR_CLASSES = (
+    ("moe_emergence.data.errors", "DataError"),
+    ("moe_emergence.training.trainer", "TrainingError"),
+    ("moe_emergence.model.checkpoint", "CheckpointError"),
+)
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or environment: reported in one line, exit code 2."""
     # OSError: a full disk, a missing permission, a file in the way; its message names the path
     errors: list[type[BaseException]] = [ParamsError, OutputError, OSError]
-    try:
-        from moe_emergence.data.errors import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
-    try:
-        from moe_emergence.training.trainer import TrainingError
-
-        errors.append(TrainingError)
-    except ImportError:
-        pass
-    try:
-        from moe_emergence.model.checkpoint import CheckpointError
-
-        errors.append(CheckpointError)
-    except ImportError:
-        pass
+    for module, name in _ERROR_CLASSES:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            errors.append(cls)
     return tuple(errors)
 
 
@@ -40,6 +37,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
 
     Set MOE_DEBUG=1 to see the full traceback as well.
     """
+    keep_freed_memory()
     try:
         main()
     except expected_errors() as e:

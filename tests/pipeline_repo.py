@@ -20,6 +20,9 @@ def env(repo: Path) -> dict[str, str]:
     e = dict(os.environ)
     e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
     e["PYTHONPATH"] = str(repo)  # the copied package, not the checkout's
+    # as on a user's machine: bytecode caches appear next to the sources (.dvcignore keeps
+    # them out of the dep hashes; this checks that it does)
+    e.pop("PYTHONDONTWRITEBYTECODE", None)
     e.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
              GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
     return e
@@ -43,6 +46,7 @@ def make_repo(repo: Path, edit: Callable[[dict], None]) -> Path:
     (repo / ".gitignore").write_text(".cache/\n__pycache__/\n")
     run(["git", "init", "-q"], repo)
     run([DVC, "init", "-q"], repo)
+    shutil.copy(ROOT / ".dvcignore", repo)  # after `dvc init`, which writes an empty one
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "init"], repo)
     return repo

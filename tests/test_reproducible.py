@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,11 @@ def test_dvc_remote_shares_the_cache_and_a_pulled_clone_reruns_nothing(finished_
     run([DVC, "pull"], b)
     assert files(b / "data/packed") == files(a / "data/packed")
     assert files(b / "models/moe") == files(a / "models/moe")
+    # the README has the user run the tests before pulling: importing the package writes
+    # bytecode caches into the very directories the stages list as deps
+    run([sys.executable, "-c", "import moe_emergence.training.runs, moe_emergence.analysis.pipeline, "
+         "moe_emergence.data.pack, moe_emergence.data.fetch"], b)
+    assert any((b / "moe_emergence/training").glob("__pycache__/*.pyc"))
     again = run([DVC, "repro"], b)
     assert ran(again.stdout) == set(), again.stdout  # everything pulled is up to date
     assert "up to date" in again.stdout
