@@ -6,7 +6,7 @@ The CPU profile's shape by default (16 blocks x 128 tokens, width 128, GPT-2's
 reports medians and the ratio, plus the peak extra memory each route allocates
 (the high-water mark of resident memory in a fresh child process, Linux).
 
-    python bench/lm_loss.py --json [--rounds 7] [--tokens 2048] [--width 128]
+    python bench/lm_loss.py --json [--rounds 7] [--tokens 2048] [--width 128] [--default-malloc]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from moe_emergence.allocator import keep_freed_memory
 from moe_emergence.training.lm_loss import (
     DEFAULT_CHUNK_TOKENS,
     lm_loss_from_hidden,
@@ -85,7 +86,10 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's mmap/trim thresholds as they are (the stages raise them)")
     a = ap.parse_args()
+    malloc_tuned = False if a.default_malloc else keep_freed_memory()
     x = inputs(a.tokens, a.width, a.block)
     times: dict[str, list[float]] = {k: [] for k in ROUTES}
     for i in range(a.rounds + 1):
@@ -97,7 +101,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "config": {"tokens": a.tokens, "width": a.width, "vocab": VOCAB, "chunk_tokens": DEFAULT_CHUNK_TOKENS,
-                   "threads": torch.get_num_threads(), "rounds": a.rounds},
+                   "threads": torch.get_num_threads(), "rounds": a.rounds,
+                   "malloc_tuned": malloc_tuned},
         "full_logits_s": med["full_logits"],
         "chunked_s": med["chunked"],
         "speedup": med["full_logits"] / med["chunked"],
