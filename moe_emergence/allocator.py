@@ -7,8 +7,6 @@ on every step (a 256-row chunk of LM-head logits over 50,257 ids is 51 MB, the
 embedding gradient 26 MB): measured on the CPU profile, a `dvc repro` spent 158 s
 of its 984 CPU seconds in the kernel with 47 M minor page faults, and a train step
 took 0.94 s instead of 0.77 s. Raising both thresholds keeps those blocks for reuse.
-The price is memory the heap holds on to: the same `dvc repro` peaked at 1.23 GB of
-resident memory instead of 1.13 GB.
 """
 
 from __future__ import annotations
