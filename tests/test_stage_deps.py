@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.pipeline_repo import ROOT
+
 PKG = "moe_emergence"
 
 
@@ -77,6 +78,12 @@ def stages() -> dict[str, tuple[str, list[str]]]:
     return out
 
 
+def only_docstring(path: Path) -> bool:
+    """A package `__init__` that holds nothing but its docstring does nothing when imported."""
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+
+
 def covered(path: Path, deps: list[str]) -> bool:
     rel = path.relative_to(ROOT).as_posix()
     return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
@@ -87,7 +94,7 @@ def test_every_imported_project_module_is_a_declared_dep(stage):
     script, deps = stages()[stage]
     assert script in deps, f"{stage}: its own script {script} is not in deps"
     missing = sorted(p.relative_to(ROOT).as_posix() for p in closure(ROOT / script)
-                     if p.name != "__init__.py" and not covered(p, deps))
+                     if not covered(p, deps) and not (p.name == "__init__.py" and only_docstring(p)))
     assert not missing, f"dvc.yaml stage {stage!r} imports these modules but does not list them in deps: {missing}"
 
 
