@@ -156,6 +156,9 @@ class SplitParams:
     eval_min: int = 10
     eval_max_fraction: float = 0.10
     eval_count: int | None = None
+    # Eval holds at least this many groups (documents of one template, package, article):
+    # the analysis resamples groups, so their number bounds what an interval can say.
+    eval_min_groups: int = 12
     # Near-duplicate check: MinHash over shingles of `shingle_size` word/symbol tokens;
     # an eval document whose estimated Jaccard similarity to a train document reaches
     # the threshold is dropped.
@@ -173,6 +176,7 @@ class SplitParams:
         )
         if self.eval_count is not None:
             _check(self.eval_count >= 1, f"{key}.eval_count", "must be >= 1 or null")
+        _check(self.eval_min_groups >= 0, f"{key}.eval_min_groups", "must be >= 0")
         _check(0 < self.near_dup_threshold <= 1, f"{key}.near_dup_threshold", "must be in (0, 1]")
         _check(self.shingle_size >= 1, f"{key}.shingle_size", "must be >= 1")
         _check(self.num_perm >= 16, f"{key}.num_perm", "must be >= 16")
@@ -186,9 +190,13 @@ class SampleParams:
     size_mb: float = 1.0
     # What to do when a domain has fewer characters than the budget.
     on_short: Literal["error", "warn"] = "error"
+    # Eval documents are taken one per group in turn until the budget is spent and at
+    # least this many groups are in (see data/sample.py).
+    eval_min_groups: int = 12
 
     def validate(self, key: str) -> None:
         _check(self.size_mb > 0, f"{key}.size_mb", f"must be > 0, got {self.size_mb}")
+        _check(self.eval_min_groups >= 0, f"{key}.eval_min_groups", "must be >= 0")
 
 
 @dataclass
@@ -198,6 +206,9 @@ class PackParams:
     block_size: int = 128
     balance_train: bool = True
     imbalance_warn_ratio: float = 1.5
+    # The model embeds the ids seen at least this often in train, the rest map to one UNK
+    # (data/vocab.py); 0 keeps the tokenizer's whole vocabulary (a pretrained base needs it).
+    vocab_min_count: int = 5
 
     def validate(self, key: str) -> None:
         _check(
@@ -206,6 +217,7 @@ class PackParams:
             f"must be between 8 and 65536 tokens, got {self.block_size}",
         )
         _check(self.imbalance_warn_ratio >= 1, f"{key}.imbalance_warn_ratio", "must be >= 1")
+        _check(self.vocab_min_count >= 0, f"{key}.vocab_min_count", "must be >= 0 (0 keeps every id)")
 
 
 # --------------------------------------------------------------------------- model
@@ -245,6 +257,10 @@ class ModelParams:
     z_coef: float = 0.001
     lb_scope: Literal["step", "micro"] = "step"
     moe_init: Literal["upcycle", "scratch"] = "upcycle"
+    # "normal": N(0, 0.02) rows; "centered": the same rows made blind to the hidden states'
+    # common component, measured on train blocks (model/router.py, Router.center_).
+    router_init: Literal["normal", "centered"] = "normal"
+    calibration_blocks: int = 64
     upcycle_noise: float = 1.0e-3
     ghost_experts: int = 0
     ghost_threshold: float = 0.5
@@ -271,6 +287,7 @@ class ModelParams:
             _check(v >= 0, f"{key}.{name}", f"must be >= 0, got {v}")
         _check(0 <= self.router_noise_anneal <= 1, f"{key}.router_noise_anneal", "must be in [0, 1]")
         _check(self.ghost_experts >= 0, f"{key}.ghost_experts", "must be >= 0")
+        _check(self.calibration_blocks >= 1, f"{key}.calibration_blocks", "must be >= 1")
         _check(0 < self.ghost_threshold <= 1, f"{key}.ghost_threshold", "must be in (0, 1]")
         _check(self.ghost_patience >= 1, f"{key}.ghost_patience", "must be >= 1")
 
@@ -375,6 +392,8 @@ class AnalyzeParams:
     train_blocks: int = 192
     # Eval documents per domain routed with their format perturbed; 0 skips the test.
     format_docs: int = 24
+    # Router seeds of the untrained-router null (the upcycled base, router at init).
+    untrained_seeds: int = 39
 
     def validate(self, key: str) -> None:
         _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
@@ -385,6 +404,7 @@ class AnalyzeParams:
         _check(self.min_token_count >= 1, f"{key}.min_token_count", "must be >= 1")
         _check(self.max_eval_blocks >= 0, f"{key}.max_eval_blocks", "must be >= 0")
         _check(self.n_shuffles >= 1, f"{key}.n_shuffles", "must be >= 1")
+        _check(self.untrained_seeds >= 2, f"{key}.untrained_seeds", "must be >= 2 (a null needs a spread)")
         from moe_emergence.analysis.perturb import PERTURBATIONS
 
         known = tuple(PERTURBATIONS)
@@ -405,9 +425,14 @@ class Params:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Which MoE variants `dvc repro` trains (dense always runs).
     run_variants: list[str] = field(default_factory=lambda: ["moe", "no_lb"])
+    # Every variant trains once per seed (router and expert init, batch order); the base is shared.
+    seeds: list[int] = field(default_factory=lambda: [0])
     analyze: AnalyzeParams = field(default_factory=AnalyzeParams)
 
     def validate(self, key: str) -> None:
+        _check(len(self.seeds) >= 1, "seeds", "must list at least one seed")
+        _check(len(set(self.seeds)) == len(self.seeds), "seeds", f"has repeated seeds: {self.seeds}")
+        _check(all(s >= 0 for s in self.seeds), "seeds", f"must be >= 0, got {self.seeds}")
         for name in self.run_variants:
             _check(
                 name in self.variants and name != "dense",

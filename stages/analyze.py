@@ -5,7 +5,7 @@ Usage: python stages/analyze.py [--packed data/packed --sampled data/sampled --m
 
 Writes reports/report.md, reports/figures/*.png, reports/analysis/metrics.json
 (DVC metrics), reports/analysis/curves/*.tsv (DVC plots) and
-reports/analysis/results.json (every number of the report).
+reports/analysis/table.tsv (every number of the report, one row each).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
-from moe_emergence.analysis.pipeline import Paths, one_line_summary, run_analysis
+from moe_emergence.analysis.pipeline import Paths, run_analysis
+from moe_emergence.analysis.publish import one_line_summary
 from moe_emergence.cli import run_stage
 from moe_emergence.config import load_params
 

@@ -1,7 +1,7 @@
 """Stage `train@<variant>` / `train_dense`: fine-tune one variant from the base model.
 
-Usage: python stages/train.py --variant moe [--packed data/packed --base models/base]
-Several GPUs: torchrun --nproc_per_node N stages/train.py --variant moe
+Usage: python stages/train.py --variant moe --seed 0 [--packed data/packed --base models/base]
+Several GPUs: torchrun --nproc_per_node N stages/train.py --variant moe --seed 0
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from pathlib import Path
 
 from moe_emergence.cli import run_stage
 from moe_emergence.config import load_params
-from moe_emergence.training.runs import run_variant
+from moe_emergence.training.runs import run_name, run_variant
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--variant", required=True)
+    ap.add_argument("--seed", type=int, required=True, help="one of the `seeds` in params.yaml")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--packed", type=Path, default=Path("data/packed"))
     ap.add_argument("--base", type=Path, default=Path("models/base"))
@@ -27,8 +28,9 @@ def main() -> None:
     a = ap.parse_args()
     params = load_params(a.params)
     params.variant(a.variant)  # an unknown variant fails here, before any work
-    run_variant(params, a.variant, a.packed, a.base, a.model_out or Path("models") / a.variant,
-                a.report_out or Path("reports/train") / a.variant, work_root=a.work_root)
+    run = run_name(a.variant, a.seed)
+    run_variant(params, a.variant, a.seed, a.packed, a.base, a.model_out or Path("models") / run,
+                a.report_out or Path("reports/train") / run, work_root=a.work_root)
 
 
 if __name__ == "__main__":

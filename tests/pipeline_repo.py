@@ -66,7 +66,7 @@ def tiny_model(p: dict) -> None:
     p["base"].update(max_steps=4, batch_size=4)
     p["train"].update(max_steps=4, batch_size=4, log_every=2, eval_every=2, snapshot_every=2,
                       resume_every=2, eval_batch_size=16)
-    p["analyze"].update(n_permutations=20, n_bootstrap=20)
+    p["analyze"].update(n_permutations=20, n_bootstrap=20, untrained_seeds=9)
 
 
 def copy_repo(src: Path, dst: Path, forget: tuple[str, ...] = ()) -> Path:

@@ -13,7 +13,9 @@ def test_default_params_validate():
     p = load_params("params.yaml")
     assert p.model.n_experts == 8
     m, t = p.variant("no_lb")
-    assert m.lb_coef == 0.0 and t.collapse_stop is True
+    # no_lb runs as long as dense: its collapse is recorded, not a reason to stop (equal steps)
+    assert m.lb_coef == 0.0 and t.collapse_stop is False and t.max_steps == p.train.max_steps
+    assert p.model.router_init == "centered" and p.seeds == [0]
     assert not p.is_moe("dense") and p.is_moe("moe")
 
 
@@ -33,6 +35,10 @@ def test_default_params_validate():
         (lambda r: r["train"].update(max_steps=0), "train.max_steps"),
         (lambda r: r["variants"]["no_lb"].update(lb_cof=0), "variants.no_lb.lb_cof"),
         (lambda r: r.update(run_variants=["moe", "nope"]), "run_variants"),
+        (lambda r: r.update(seeds=[0, 0]), "seeds"),
+        (lambda r: r["pack"].update(vocab_min_count=-1), "pack.vocab_min_count"),
+        (lambda r: r["model"].update(router_init="zeros"), "model.router_init"),
+        (lambda r: r["analyze"].update(untrained_seeds=1), "analyze.untrained_seeds"),
     ],
 )
 def test_bad_params_name_the_key(edit, key):

@@ -121,32 +121,32 @@ def test_sigkill_during_pack_publishes_nothing_and_a_rerun_restores_the_same_dat
 @pytest.mark.slow
 def test_sigkill_during_training_resumes_to_the_uninterrupted_result(finished_repo, tmp_path):
     src = finished_repo[0]
-    repo = copy_repo(src, tmp_path / "repo", forget=("train@moe",))
-    shutil.rmtree(repo / "models/moe")  # as if the first run never got this far
-    state = repo / kill_at(repo, [DVC, "repro"], "train:moe:2", tmp_path)
+    repo = copy_repo(src, tmp_path / "repo", forget=("train@moe-0",))
+    shutil.rmtree(repo / "models/moe/seed0")  # as if the first run never got this far
+    state = repo / kill_at(repo, [DVC, "repro"], "train:moe/seed0:2", tmp_path)
 
-    assert state == repo / ".cache/runs/moe/state.pt" and state.exists()
-    assert not (repo / "models/moe").exists()  # no half-trained model under the output's name
-    assert not (repo / "reports/train/moe/metrics.json").exists()
+    assert state == repo / ".cache/runs/moe/seed0/state.pt" and state.exists()
+    assert not (repo / "models/moe/seed0").exists()  # no half-trained model under the output's name
+    assert not (repo / "reports/train/moe/seed0/metrics.json").exists()
 
     again = run([DVC, "repro"], repo)
     log = again.stdout + again.stderr
-    assert "train@moe" in ran(again.stdout)
-    assert not ran(again.stdout) & {"fetch", "split", "sample", "pack", "base", "train_dense", "train@no_lb"}
+    assert "train@moe-0" in ran(again.stdout)
+    assert not ran(again.stdout) & {"fetch", "split", "sample", "pack", "base", "train_dense@0", "train@no_lb-0"}
     assert "resumed from" in log and "at step 2" in log, log
 
-    resumed = json.loads((repo / "reports/train/moe/metrics.json").read_text())
-    uninterrupted = json.loads((src / "reports/train/moe/metrics.json").read_text())
+    resumed = json.loads((repo / "reports/train/moe/seed0/metrics.json").read_text())
+    uninterrupted = json.loads((src / "reports/train/moe/seed0/metrics.json").read_text())
     assert resumed["steps"] == uninterrupted["steps"]
     for k, v in uninterrupted["eval"].items():
         assert resumed["eval"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
     assert resumed["collapse"] == uninterrupted["collapse"]
-    a = load_file(repo / "models/moe/model.safetensors")
-    b = load_file(src / "models/moe/model.safetensors")
+    a = load_file(repo / "models/moe/seed0/model.safetensors")
+    b = load_file(src / "models/moe/seed0/model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
-    assert not (repo / ".cache/runs/moe").exists()  # the work dir is gone once the outputs are published
+    assert not (repo / ".cache/runs/moe/seed0").exists()  # the work dir is gone once the outputs are published
 
 
 def stage(repo: Path, script: str, *args: str) -> subprocess.CompletedProcess:
@@ -189,12 +189,12 @@ def test_corrupt_checkpoints_are_clear_errors(finished_repo, tmp_path):
     one_line_error(r, "train", str(base / "model.safetensors"), "corrupt")
 
     # a resumable state that matches the config but cannot be read
-    kill_at(repo, [DVC, "repro", "-f", "-s", "train@moe"], "train:moe:2", tmp_path)
-    state = repo / ".cache/runs/moe/state.pt"
+    kill_at(repo, [DVC, "repro", "-f", "-s", "train@moe-0"], "train:moe/seed0:2", tmp_path)
+    state = repo / ".cache/runs/moe/seed0/state.pt"
     state.write_bytes(state.read_bytes()[:1000])
     r = stage(repo, "train", "--variant", "moe")
-    one_line_error(r, "train", str(Path(".cache/runs/moe/state.pt")), "delete")
-    assert not (repo / "models/moe").exists()
+    one_line_error(r, "train", str(Path(".cache/runs/moe/seed0/state.pt")), "delete")
+    assert not (repo / "models/moe/seed0").exists()
 
 
 @pytest.mark.slow

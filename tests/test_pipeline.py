@@ -21,13 +21,13 @@ def ran(stdout: str) -> set[str]:
 @pytest.mark.slow
 def test_dvc_repro_runs_every_stage_to_a_report(finished_repo):
     repo, first = finished_repo
-    assert ran(first) >= {*DATA_STAGES, "base", "train_dense", "train@moe", "train@no_lb", "analyze"}
+    assert ran(first) >= {*DATA_STAGES, "base", "train_dense@0", "train@moe-0", "train@no_lb-0", "analyze"}
     for v in ("dense", "moe", "no_lb"):
-        m = json.loads((repo / f"reports/train/{v}/metrics.json").read_text())
+        m = json.loads((repo / f"reports/train/{v}/seed0/metrics.json").read_text())
         assert m["steps"] >= 1 and m["eval"]["lm_loss"] > 0, v
         assert "collapse" in m and "tokens_per_s" in m["train"]
     report = (repo / "reports/report.md").read_text()
-    assert "I(E;D)/H(D)" in report
+    assert "I(E;D)/H(D)" in report and "untrained" in report and "bigram" in report
     assert any((repo / "reports/figures").glob("*.png"))
     again = run([DVC, "repro"], repo)
     assert ran(again.stdout) == set()  # a second repro is a no-op
@@ -38,11 +38,11 @@ def test_ablation_reruns_only_the_moe_variants_and_the_analysis(finished_repo, t
     repo = copy_repo(finished_repo[0], tmp_path / "repo")
     exp = run([DVC, "exp", "run", "-S", "model.lb_coef=0"], repo)
     stages = ran(exp.stdout)
-    assert "train@moe" in stages and "analyze" in stages
-    assert not stages & {*DATA_STAGES, "base", "train_dense"}, stages
+    assert "train@moe-0" in stages and "analyze" in stages
+    assert not stages & {*DATA_STAGES, "base", "train_dense@0"}, stages
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert lock["stages"]["train@moe"]["params"]["params.yaml"]["model"]["lb_coef"] == 0
+    assert lock["stages"]["train@moe-0"]["params"]["params.yaml"]["model"]["lb_coef"] == 0
     diff = run([DVC, "metrics", "diff", "--json"], repo)
     changed = json.loads(diff.stdout)
-    assert "reports/train/moe/metrics.json" in changed
-    assert "reports/train/dense/metrics.json" not in changed  # dense did not re-run
+    assert "reports/train/moe/seed0/metrics.json" in changed
+    assert "reports/train/dense/seed0/metrics.json" not in changed  # dense did not re-run

@@ -39,10 +39,10 @@ def test_dvc_remote_shares_the_cache_and_a_pulled_clone_reruns_nothing(finished_
 
     b = tmp_path / "b"  # the other machine: a git clone, nothing in its DVC cache
     run(["git", "clone", "-q", str(a), str(b)], tmp_path)
-    assert not (b / "data/packed").exists() and not (b / "models/moe").exists()
+    assert not (b / "data/packed").exists() and not (b / "models/moe/seed0").exists()
     run([DVC, "pull"], b)
     assert files(b / "data/packed") == files(a / "data/packed")
-    assert files(b / "models/moe") == files(a / "models/moe")
+    assert files(b / "models/moe/seed0") == files(a / "models/moe/seed0")
     # the README has the user run the tests before pulling: importing the package writes
     # bytecode caches into the very directories the stages list as deps
     run([sys.executable, "-c", "import moe_emergence.training.runs, moe_emergence.analysis.pipeline, "
@@ -82,12 +82,12 @@ def test_two_training_runs_with_the_same_seed_give_the_same_result(finished_repo
     assert lock(repo)["base"]["outs"][0] == lock(src)["base"]["outs"][0]  # the model: the same bytes, so...
     # ...no variant re-runs (analyze does: it reports the base's throughput, a wall-clock figure)
     assert ran(run([DVC, "repro"], repo).stdout) <= {"analyze"}
-    for stage in ("train_dense", "train@moe", "train@no_lb"):
+    for stage in ("train_dense@0", "train@moe-0", "train@no_lb-0"):
         run([DVC, "repro", "-f", "-s", stage], repo)
     for v in ("dense", "moe", "no_lb"):
-        again = json.loads((repo / f"reports/train/{v}/metrics.json").read_text())
-        before = json.loads((src / f"reports/train/{v}/metrics.json").read_text())
+        again = json.loads((repo / f"reports/train/{v}/seed0/metrics.json").read_text())
+        before = json.loads((src / f"reports/train/{v}/seed0/metrics.json").read_text())
         again["train"].pop("tokens_per_s"), before["train"].pop("tokens_per_s")  # wall-clock
         assert again == before, v
-    for stage in ("train_dense", "train@moe", "train@no_lb"):
+    for stage in ("train_dense@0", "train@moe-0", "train@no_lb-0"):
         assert lock(repo)[stage]["outs"][0] == lock(src)[stage]["outs"][0], stage  # the model, bit for bit

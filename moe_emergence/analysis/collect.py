@@ -25,10 +25,14 @@ from moe_emergence.analysis.perturb import perturbation_pairs
 from moe_emergence.analysis.token_types import bpe_token_types, char_types
 from moe_emergence.data.packed import PackedData
 from moe_emergence.model.gpt2 import moe_layers
+from moe_emergence.model.lm_loss import model_sequence_losses, token_losses
 from moe_emergence.model.losses import load_balance_loss, z_loss
 from moe_emergence.model.moe import MoELayer
-from moe_emergence.training.evaluation import group_by_domain
-from moe_emergence.training.lm_loss import NO_GRAD_CHUNK_TOKENS, model_sequence_losses, token_losses
+
+
+def group_by_domain(per_seq: np.ndarray, domain_codes: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Mean of per-block values by the blocks' domain codes."""
+    return {n: float(per_seq[domain_codes == c].mean()) for c, n in enumerate(names) if (domain_codes == c).any()}
 
 # --------------------------------------------------------------------------- tokens and provenance
 
@@ -40,6 +44,10 @@ class TokenTable:
     `doc` codes index `doc_ids` (the packed document ids) and are unique across
     domains; `position` is the token's index within its document, so tokens p
     and p+1 of one document are adjacent in the text whichever block holds them.
+    `group` codes index `group_ids`: the unit the split kept on one side (a
+    template, a package, an article), the unit the analysis resamples.
+    `ids` are tokenizer (GPT-2) ids, the ones token identity speaks of;
+    `model_ids` the same tokens in the model's vocabulary.
     """
 
     ids: np.ndarray  # [B, T] int64 token ids
@@ -51,6 +59,9 @@ class TokenTable:
     doc_ids: np.ndarray  # [n_docs] str
     doc_domain: np.ndarray  # [n_docs] domain codes
     domain_names: list[str]
+    group: np.ndarray  # [N] group codes
+    group_ids: np.ndarray  # [n_groups] str
+    model_ids: np.ndarray  # [B, T] int64 ids in the model's vocabulary
 
     @property
     def n_tokens(self) -> int:
@@ -104,9 +115,14 @@ def select_blocks(
 
 
 def token_table(
-    packed: PackedData, rows: np.ndarray, domain_names: Sequence[str], where: str = ""
+    packed: PackedData, rows: np.ndarray, domain_names: Sequence[str], doc_groups: Mapping[str, str],
+    encode: Any = None, where: str = "",
 ) -> TokenTable:
-    """The blocks `rows` of a packed file with each token's domain, document and position."""
+    """The blocks `rows` of a packed file with each token's domain, document, group and position.
+
+    `doc_groups` maps packed document ids to their group ids (from the sampled
+    documents); `encode` maps tokenizer ids to model ids (identity when None).
+    """
     rows = np.asarray(rows, dtype=np.int64)
     names = list(domain_names)
     n_dom = len(names)
@@ -135,16 +151,31 @@ def token_table(
     _, name_code = np.unique(entry_names.astype(str), return_inverse=True)
     key = name_code.astype(np.int64) * n_dom + block_domain[entry_block]
     uniq, first_entry, entry_doc = np.unique(key, return_index=True, return_inverse=True)
+    doc_names = entry_names[first_entry].astype(str)
+    missing = [d for d in doc_names if d not in doc_groups]
+    if missing:
+        raise ValueError(
+            f"{where or 'packed file'}: document {missing[0]!r} is not among the sampled documents; "
+            "data/packed and data/sampled come from different runs: run `dvc repro pack`"
+        )
+    doc_domain = uniq % n_dom
+    # groups are domain-pure by construction: the domain is part of the key
+    gkeys = np.array([f"{names[int(dd)]}:{doc_groups[d]}" for d, dd in zip(doc_names, doc_domain, strict=True)])
+    group_ids, doc_group = np.unique(gkeys, return_inverse=True)
+    doc = entry_doc[entry].reshape(-1).astype(np.int64)
     return TokenTable(
         ids=ids,
         rows=rows,
         block_domain=block_domain,
         domain=np.repeat(block_domain, t),
-        doc=entry_doc[entry].reshape(-1).astype(np.int64),
+        doc=doc,
         position=position.reshape(-1).astype(np.int64),
-        doc_ids=entry_names[first_entry].astype(str),
-        doc_domain=uniq % n_dom,
+        doc_ids=doc_names,
+        doc_domain=doc_domain,
         domain_names=names,
+        group=doc_group[doc].astype(np.int64),
+        group_ids=group_ids,
+        model_ids=ids if encode is None else np.asarray(encode(ids), dtype=np.int64),
     )
 
 
@@ -249,10 +280,6 @@ def expert_disabled(layer: MoELayer, expert: int) -> Iterator[None]:
         handle.remove()
 
 
-# Positions per LM-head chunk: logits of a chunk are [chunk, vocab] floats (200 MB at 1024 x 50k).
-_HEAD_CHUNK = NO_GRAD_CHUNK_TOKENS
-
-
 @torch.no_grad()
 def final_hidden(model: torch.nn.Module, ids: np.ndarray, batch_size: int) -> torch.Tensor:
     """The transformer's output (after the final layer norm) for token blocks [B, T]: [B, T, d]."""
@@ -278,7 +305,7 @@ def next_token_loss(
     rows, cols = torch.nonzero(where, as_tuple=True)
     h = hidden[:, :-1][rows, cols]  # [M, d]
     target = ids[:, 1:][rows, cols]
-    return token_losses(h, model.lm_head.weight, target, _HEAD_CHUNK)
+    return token_losses(h, model.lm_head.weight, target)
 
 
 def knockout_losses(
@@ -390,34 +417,37 @@ def code_token_types(
 
 
 @dataclass
-class FormatRouting:
-    """Top-k experts of matched content tokens, original vs perturbed, per block and perturbation."""
+class FormatPlan:
+    """Documents and their format-perturbed copies as padded sequences of model ids [S, L], and
+    for each perturbation the flat indices (into S * L) of the matched content tokens."""
 
-    original: dict[int, dict[str, np.ndarray]]  # block -> kind -> [M, k]
-    perturbed: dict[int, dict[str, np.ndarray]]
+    ids: np.ndarray
+    original: dict[str, np.ndarray]  # kind -> [M] flat indices in the original sequences
+    perturbed: dict[str, np.ndarray]  # kind -> [M] flat indices of the same tokens, perturbed
     domain: dict[str, np.ndarray]  # kind -> [M] domain codes
     coverage: dict[str, float]  # kind -> matched / content tokens
 
+    def agreements(self, top1: np.ndarray, n_experts: int, domains: Sequence[str]) -> dict[str, dict]:
+        """Per perturbation: top-1 agreement of the matched tokens (overall and per domain), given
+        the top-1 expert of every position of `ids`, flattened [S * L]."""
+        from moe_emergence.analysis.agreement import routing_agreement
 
-def format_routing(
-    model: torch.nn.Module,
-    encoder: Encoder,
-    docs: Sequence[tuple[int, str]],
-    kinds: Sequence[str],
-    prefix: str,
-    max_tokens: int,
-    pad_id: int,
-    batch_size: int,
-) -> FormatRouting:
-    """Route each document and its format-perturbed copies; compare the unchanged content tokens.
+        return {kind: routing_agreement(top1[self.original[kind]], top1[self.perturbed[kind]], n_experts,
+                                        groups=self.domain[kind], group_names=list(domains))
+                for kind in self.original if len(self.original[kind])}
+
+
+def format_plan(
+    encoder: Encoder, docs: Sequence[tuple[int, str]], kinds: Sequence[str], prefix: str, max_tokens: int,
+    pad_id: int, encode: Any = None,
+) -> FormatPlan:
+    """Tokenize each document and its format-perturbed copies; locate the unchanged content tokens.
 
     Sequences are padded on the right to a common length: attention is causal,
     so padding never changes the routing of the tokens before it.
     """
     seqs: list[np.ndarray] = []
-    plan: list[
-        tuple[int, str, int, int, np.ndarray, np.ndarray]
-    ] = []  # (domain, kind, orig seq, pert seq, oi, pi)
+    plan: list[tuple[int, str, int, int, np.ndarray, np.ndarray]] = []  # (domain, kind, orig, pert, oi, pi)
     content: dict[str, int] = dict.fromkeys(kinds, 0)
     matched: dict[str, int] = dict.fromkeys(kinds, 0)
     for dom, text in docs:
@@ -431,28 +461,30 @@ def format_routing(
             seqs.append(p.pert_ids)
             content[p.kind] += p.n_content
             matched[p.kind] += len(p.orig_index)
-    length = max((len(s) for s in seqs), default=0)
-    ids = np.full((len(seqs), max(length, 1)), pad_id, dtype=np.int64)
+    length = max((len(s) for s in seqs), default=1)
+    ids = np.full((len(seqs), length), pad_id, dtype=np.int64)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = s
-    routed = (
-        route(model, ids, batch_size)
-        if seqs
-        else Routed(experts={b: np.zeros((0, 1)) for b, _ in moe_layers(model)})
-    )
-    out = FormatRouting(
-        {}, {}, {}, {k: matched[k] / content[k] if content[k] else float("nan") for k in kinds}
-    )
+    if encode is not None:
+        ids = np.asarray(encode(ids), dtype=np.int64)
+    out = FormatPlan(ids, {}, {}, {}, {k: matched[k] / content[k] if content[k] else float("nan") for k in kinds})
     for kind in kinds:
         rows = [p for p in plan if p[1] == kind]
-        oi = np.concatenate([p[2] * length + p[4] for p in rows]) if rows else np.zeros(0, np.int64)
-        pi = np.concatenate([p[3] * length + p[5] for p in rows]) if rows else np.zeros(0, np.int64)
-        out.domain[kind] = (
-            np.concatenate([np.full(len(p[4]), p[0]) for p in rows])
-            if rows
-            else np.zeros(0, np.int64)
-        )
-        for block, e in routed.experts.items():
-            out.original.setdefault(block, {})[kind] = e[oi].astype(np.int64)
-            out.perturbed.setdefault(block, {})[kind] = e[pi].astype(np.int64)
+        empty = np.zeros(0, np.int64)
+        out.original[kind] = np.concatenate([p[2] * length + p[4] for p in rows]) if rows else empty
+        out.perturbed[kind] = np.concatenate([p[3] * length + p[5] for p in rows]) if rows else empty
+        out.domain[kind] = np.concatenate([np.full(len(p[4]), p[0]) for p in rows]) if rows else empty
     return out
+
+
+@torch.no_grad()
+def mlp_inputs(model: torch.nn.Module, ids: np.ndarray, blocks: Sequence[int], batch_size: int) -> dict[int, torch.Tensor]:
+    """The `ln_2` outputs (what an MLP or a router sees) of `blocks` for [B, T] ids, flattened [B*T, d]."""
+    from moe_emergence.model.gpt2 import mlp_inputs as one_batch
+
+    parts: dict[int, list[torch.Tensor]] = {b: [] for b in blocks}
+    for s in range(0, len(ids), batch_size):
+        for b, h in one_batch(model, torch.from_numpy(np.asarray(ids[s : s + batch_size], dtype=np.int64)),
+                              list(blocks)).items():
+            parts[b].append(h)
+    return {b: torch.cat(v) for b, v in parts.items()}

@@ -1,17 +1,16 @@
-"""The analyze stage's work: trained variants in, `reports/` out.
+"""The analyze stage's work: trained runs in, `reports/` out.
 
-`run_analysis` loads every variant (dense and `run_variants`) with its
-training summary, routes the packed eval set through each MoE variant, fills
-the report's `results` dict (schema in report.py) with the metric functions of
-this package, and publishes figures, curve tables, a compact metrics file and
-the Markdown report. Nothing is written until every number is computed, and
-each output is written whole or not at all.
+`run_analysis` loads the base, every run (dense and `run_variants`, once per
+seed) and the eval set; measures quality against the count baselines, routing
+against the untrained router, collapse against step 0; fills a `Results`
+(results.py) and hands it to `publish`. Nothing is written until every number
+is computed, and each output is written whole or not at all.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import math
 import re
 import sys
 import time
@@ -22,30 +21,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from moe_emergence.analysis import collect, figures
-from moe_emergence.analysis.agreement import (
-    distribution_agreement,
-    router_saturation,
-    routing_agreement,
-)
-from moe_emergence.analysis.knockout import knockout_summary, knockout_table
-from moe_emergence.analysis.layer import LayerRouting, analyze_layer
-from moe_emergence.analysis.locality import consecutive_same_expert
-from moe_emergence.analysis.report import build_report
+from moe_emergence.analysis import collect, measure
+from moe_emergence.analysis.agreement import distribution_agreement, router_saturation
+from moe_emergence.analysis.knockout import knockout_table
+from moe_emergence.analysis.ngram import Bigram, Unigram
+from moe_emergence.analysis.results import Results, Table
 from moe_emergence.analysis.specialization import expert_domain_counts
-from moe_emergence.analysis.token_identity import transfer_predictability
 from moe_emergence.analysis.token_types import TOKEN_TYPES, token_type_routing
-from moe_emergence.atomic import atomic_dir, write_json, write_text
 from moe_emergence.config import ModelParams, Params
-from moe_emergence.model.checkpoint import CheckpointError, load_model
-from moe_emergence.model.gpt2 import moe_layers
-
-FIGURES = "figures"
-CURVES = "analysis/curves"
-METRICS = "analysis/metrics.json"
-RESULTS = "analysis/results.json"
-REPORT = "report.md"
+from moe_emergence.data.packed import load_packed, spread_rows
+from moe_emergence.data.vocab import VOCAB_FILE, Vocab
+from moe_emergence.model.checkpoint import CheckpointError, check_sidecar, load_model
+from moe_emergence.model.gpt2 import moe_layers, to_moe
 
 
 @dataclass
@@ -61,90 +50,56 @@ def _log(msg: str) -> None:
     print(f"analyze: {msg}", file=sys.stderr, flush=True)
 
 
-def train_stage(variant: str) -> str:
-    """The `dvc repro` target that makes a variant's model and metrics."""
-    return "train_dense" if variant == "dense" else f"train@{variant}"
+class Clock:
+    """Progress lines with the seconds each step took."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.last = log, time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        now = time.perf_counter()
+        self.log(f"{msg} ({now - self.last:.1f} s)")
+        self.last = now
 
 
-# --------------------------------------------------------------------------- inputs
+def train_stage(variant: str, seed: int) -> str:
+    """The `dvc repro` target that makes a run's model and metrics."""
+    return f"train_dense@{seed}" if variant == "dense" else f"train@{variant}-{seed}"
 
 
 @dataclass
-class Variant:
-    name: str
+class Run:
+    variant: str
+    seed: int
     moe: bool
-    model_params: ModelParams
+    mp: ModelParams
     model: Any
-    summary: dict[str, Any]  # reports/train/<v>/metrics.json
-    events: dict[str, Any]  # models/<v>/events.json (empty when absent)
+    summary: dict[str, Any]  # reports/train/<run>/metrics.json
+    events: dict[str, Any]  # models/<run>/events.json
     model_dir: Path
     report_dir: Path
 
-
-def check_sidecar(
-    side: Mapping[str, Any], directory: Path, variant: str, mp: ModelParams, moe: bool
-) -> None:
-    """Raise CheckpointError when a checkpoint's sidecar disagrees with what params.yaml says it is."""
-    problems = []
-    cfg = side.get("gpt2_config") or {}
-    if mp.init == "scratch":
-        for key in ("n_layer", "n_embd", "n_head", "n_positions"):
-            want, got = getattr(mp.arch, key), cfg.get(key)
-            if got != want:
-                problems.append(f"{key} is {got}, params.yaml model.arch.{key} is {want}")
-    spec = side.get("moe")
-    if moe and spec is None:
-        problems.append("it is a dense model, but the variant is a MoE variant")
-    elif not moe and spec is not None:
-        problems.append("it has MoE layers, but the variant is dense")
-    elif moe:
-        checks = (
-            ("moe_layers", sorted(spec.get("moe_layers", [])), sorted(mp.moe_layers)),
-            ("n_experts", spec.get("n_experts"), mp.n_experts),
-            ("top_k", spec.get("top_k"), mp.top_k),
-            ("ghost_experts", spec.get("ghost_experts"), mp.ghost_experts),
-        )
-        problems += [
-            f"{k} is {got}, params.yaml says {want}" for k, got, want in checks if got != want
-        ]
-    saved_as = (side.get("extra") or {}).get("variant")
-    if saved_as is not None and saved_as != variant:
-        problems.append(f"it was saved as variant {saved_as!r}")
-    if problems:
-        raise CheckpointError(
-            f"{directory / 'model.json'} does not match params.yaml for variant {variant!r}: "
-            f"{'; '.join(problems)}. The model is stale: run `dvc repro {train_stage(variant)}`"
-        )
+    @property
+    def name(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
 
 
-def load_variant(params: Params, name: str, paths: Paths) -> Variant:
-    """A trained variant's final model and training summary; errors name the stage that makes them."""
-    stage = train_stage(name)
-    model_dir = paths.models / name
-    if not model_dir.is_dir():
-        raise FileNotFoundError(
-            f"{model_dir} not found: variant {name!r} is not trained; run `dvc repro {stage}`"
-        )
-    if not (model_dir / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"{model_dir / 'model.safetensors'} not found: the checkpoint of variant {name!r} is missing; "
-            f"run `dvc repro {stage}`"
-        )
-    mp, _ = params.variant(name)
-    moe = params.is_moe(name)
+def load_run(params: Params, variant: str, seed: int, paths: Paths) -> Run:
+    """A trained run's final model and training summary; errors name the stage that makes them."""
+    stage = train_stage(variant, seed)
+    name = f"{variant}/seed{seed}"
+    model_dir, report_dir = paths.models / name, paths.train_reports / name
+    for path, what in ((model_dir / "model.safetensors", "checkpoint"), (report_dir / "metrics.json", "training summary")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the {what} of run {name!r} is missing; run `dvc repro {stage}`")
+    mp, _ = params.variant(variant)
+    moe = params.is_moe(variant)
     model, side = load_model(model_dir)
-    check_sidecar(side, model_dir, name, mp, moe)
-    report_dir = paths.train_reports / name
-    summary_path = report_dir / "metrics.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(
-            f"{summary_path} not found: the training summary of variant {name!r} is missing; "
-            f"run `dvc repro {stage}`"
-        )
-    summary = json.loads(summary_path.read_text())
+    check_sidecar(side, model_dir, name, mp, moe, stage)
     events_path = model_dir / "events.json"
     events = json.loads(events_path.read_text()) if events_path.is_file() else {}
-    return Variant(name, moe, mp, model, summary, events, model_dir, report_dir)
+    return Run(variant, seed, moe, mp, model, json.loads((report_dir / "metrics.json").read_text()), events,
+               model_dir, report_dir)
 
 
 def snapshot_dirs(model_dir: Path) -> dict[int, Path]:
@@ -157,18 +112,19 @@ def snapshot_dirs(model_dir: Path) -> dict[int, Path]:
     return out
 
 
-def read_sampled(sampled: Path, split: str = "eval") -> dict[str, dict[str, str]]:
-    """{domain: {doc_id: text}} of one split of the sampled documents."""
+def read_sampled(sampled: Path, split: str = "eval") -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """({domain: {doc_id: text}}, {doc_id: group_id}) of one split of the sampled documents."""
     from moe_emergence.data.documents import domain_files, read_docs
 
-    out: dict[str, dict[str, str]] = {}
+    texts: dict[str, dict[str, str]] = {}
+    groups: dict[str, str] = {}
     for domain, path in domain_files(sampled, "sample").items():
-        t = read_docs(path, "sample", columns=["doc_id", "text", "split"])
+        t = read_docs(path, "sample", columns=["doc_id", "group_id", "text", "split"])
         keep = np.asarray(t.column("split").to_pylist()) == split
-        ids = np.asarray(t.column("doc_id").to_pylist(), dtype=object)[keep]
-        texts = np.asarray(t.column("text").to_pylist(), dtype=object)[keep]
-        out[domain] = dict(zip(ids.tolist(), texts.tolist(), strict=True))
-    return out
+        ids = np.asarray(t.column("doc_id").to_pylist(), dtype=object)[keep].tolist()
+        texts[domain] = dict(zip(ids, np.asarray(t.column("text").to_pylist(), dtype=object)[keep].tolist(), strict=True))
+        groups.update(zip(ids, np.asarray(t.column("group_id").to_pylist(), dtype=object)[keep].tolist(), strict=True))
+    return texts, groups
 
 
 def read_curve(report_dir: Path, name: str) -> pd.DataFrame | None:
@@ -183,76 +139,35 @@ def read_curve(report_dir: Path, name: str) -> pd.DataFrame | None:
     return pd.DataFrame({"step": df["step"].astype(int), "value": df[col].astype(float)})
 
 
-# --------------------------------------------------------------------------- per variant
-
-
-def _eval_block(summary: Mapping[str, Any], domains: list[str]) -> dict[str, Any]:
-    ev = summary.get("eval") or {}
-    return {
-        "step": summary.get("steps"),
-        "loss": ev.get("lm_loss"),
-        "loss_macro": ev.get("lm_loss_macro"),
-        "per_domain": {d: ev[f"lm_loss_{d}"] for d in domains if f"lm_loss_{d}" in ev},
-    }
-
-
-def _collapse_block(v: Variant) -> dict[str, Any]:
-    rec = dict(v.events.get("collapse") or {})
-    if not rec:
-        c = v.summary.get("collapse") or {}
-        rec = {
-            k: c.get(k) for k in ("detected", "step", "layer", "expert", "share", "live_experts")
-        }
-    rec["detected"] = bool(rec.get("detected"))
-    return rec
-
-
-def _layer_results(
-    routed: collect.Routed, tab: collect.TokenTable, n_experts: int, params: Params
-) -> dict[str, dict[str, Any]]:
-    out = {}
-    names = tab.domain_names
-    for block in sorted(routed.experts):
-        top1 = routed.top1(block)
-        m = analyze_layer(
-            LayerRouting(top1, tab.domain, tab.doc, tab.token_id, tab.position),
-            n_experts,
-            names,
-            params.analyze,
-        )
-        m["load"]["lb"], m["load"]["z"] = routed.lb.get(block), routed.z.get(block)
-        # Adjacent pairs within one block only: across a block boundary the second token was
-        # routed without the first in its context.
-        m["consecutive"] = consecutive_same_expert(
-            top1, tab.segment, tab.position, n_experts, domain=tab.domain, n_domains=len(names)
-        )
-        out[str(block)] = m
+def format_documents(texts: Mapping[str, Mapping[str, str]], domains: list[str], per_domain: int,
+                     seed: int) -> list[tuple[int, str]]:
+    """`per_domain` seeded eval documents of each domain, as (domain code, text)."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[int, str]] = []
+    for i, d in enumerate(domains):
+        keys = sorted(texts.get(d) or {})
+        if per_domain > 0 and keys:
+            for j in sorted(rng.choice(len(keys), size=min(per_domain, len(keys)), replace=False)):
+                out.append((i, texts[d][keys[j]]))
     return out
 
 
-def _n_experts(model: Any) -> int:
-    return max(layer.n_experts for _, layer in moe_layers(model))
-
-
-class Clock:
-    """Progress lines with the seconds each step took."""
-
-    def __init__(self, log: Callable[[str], None]):
-        self.log, self.last = log, time.perf_counter()
-
-    def __call__(self, msg: str) -> None:
-        now = time.perf_counter()
-        self.log(f"{msg} ({now - self.last:.1f} s)")
-        self.last = now
+# --------------------------------------------------------------------------- the analysis
 
 
 @dataclass
-class EvalContext:
-    """What every per-variant measurement reads: the eval tokens, the params, the device, progress."""
+class Inputs:
+    """What every measurement reads."""
 
-    tab: collect.TokenTable
     params: Params
-    device: Any
+    tab: collect.TokenTable
+    vocab: Vocab
+    train_ids: np.ndarray  # [n, T] the whole train split in model ids (baselines, calibration)
+    train_tab: collect.TokenTable | None  # a per-domain sample of train blocks (eval-vs-train)
+    encoder: Any
+    texts: dict[str, dict[str, str]]
+    fplan: collect.FormatPlan | None  # the format test's documents and their perturbed copies
+    device: torch.device
     clock: Clock
 
     @property
@@ -260,636 +175,313 @@ class EvalContext:
         return self.tab.domain_names
 
 
-def _each_layer(layers: dict[str, dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
-    return [(int(b), r) for b, r in layers.items()]
-
-
-def add_saturation(
-    layers: dict, v: Variant, routed: collect.Routed, n_experts: int, ctx: EvalContext
-) -> None:
-    """Agreement of every earlier snapshot's routing with the final model's, per layer."""
-    final_step = int(v.summary.get("steps") or -1)
-    snaps: dict[int, dict[int, np.ndarray]] = {}
-    for step, d in snapshot_dirs(v.model_dir).items():
-        if step >= final_step:
-            continue  # the final model itself
-        model, _ = load_model(d)
-        snaps[step] = collect.route(
-            model.to(ctx.device), ctx.tab.ids, ctx.params.analyze.batch_size
-        ).experts
-    if not snaps:
-        return
-    for block, res in _each_layer(layers):
-        k = routed.experts[block].shape[1]
-        res["saturation"] = router_saturation(
-            {s: e[block][:, :k] for s, e in snaps.items()}, routed.experts[block], n_experts
-        )
-    ctx.clock(f"{v.name}: saturation over {len(snaps)} snapshots")
-
-
-def add_train_eval(
-    layers: dict,
-    v: Variant,
-    routed: collect.Routed,
-    train: collect.TokenTable,
-    n_experts: int,
-    ctx: EvalContext,
-) -> None:
-    """Per layer: overlap of per-domain expert distributions and transfer of the token map, train -> eval."""
-    tr = collect.route(v.model, train.ids, ctx.params.analyze.batch_size)
-    n_dom, tab = len(ctx.domains), ctx.tab
-    for block, res in _each_layer(layers):
-        te, ee = tr.top1(block), routed.top1(block)
-        res["train_eval"] = {
-            "overlap": distribution_agreement(
-                expert_domain_counts(te, train.domain, n_experts, n_dom),
-                expert_domain_counts(ee, tab.domain, n_experts, n_dom),
-                ctx.domains,
-            ),
-            "transfer": transfer_predictability(
-                (te, train.token_id, train.domain), (ee, tab.token_id, tab.domain), n_experts
-            ),
-        }
-    ctx.clock(f"{v.name}: routed {train.n_tokens:,} train tokens for the eval-vs-train comparison")
-
-
-def add_format_test(
-    layers: dict,
-    v: Variant,
-    encoder: collect.Encoder,
-    docs: list[tuple[int, str]],
-    eos_id: int,
-    n_experts: int,
-    ctx: EvalContext,
-) -> None:
-    """Per layer and perturbation: routing agreement on unchanged content tokens, by domain."""
-    ap = ctx.params.analyze
-    kinds = ap.format_perturbations
-    fr = collect.format_routing(
-        v.model, encoder, docs, kinds, ap.format_prefix, ctx.tab.ids.shape[1], eos_id, ap.batch_size
-    )
-    for block, res in _each_layer(layers):
-        res["format"] = {
-            kind: {
-                **routing_agreement(
-                    fr.original[block][kind],
-                    fr.perturbed[block][kind],
-                    n_experts,
-                    groups=fr.domain[kind],
-                    group_names=ctx.domains,
-                ),
-                "coverage": fr.coverage[kind],
-            }
-            for kind in kinds
-        }
-    ctx.clock(f"{v.name}: format-artifact test on {len(docs)} documents")
-
-
-def add_token_types(
-    layers: dict,
-    v: Variant,
-    routed: collect.Routed,
-    encoder: collect.Encoder,
-    code_texts: Mapping[str, str],
-    n_experts: int,
-    ctx: EvalContext,
-) -> str:
-    """Per layer: routing of code eval tokens by Python token type; returns a note on the coverage."""
-    types, stats = collect.code_token_types(encoder, code_texts, ctx.tab, ctx.domains.index("code"))
-    typed = types >= 0
-    if typed.any():
-        for block, res in _each_layer(layers):
-            res["token_types"] = token_type_routing(
-                types[typed], routed.top1(block)[typed], n_experts
-            )
-    ctx.clock(f"{v.name}: Python token types")
-    return (
-        f"Python token types: {int(typed.sum()):,} code eval tokens typed from {stats['docs']} "
-        f"documents ({stats['partial']} that `tokenize` could not finish keep the types found before "
-        f"the error; {stats['unmatched']} left out because their text was missing or re-tokenized "
-        "differently)."
-    )
-
-
-def add_knockout(layers: dict, v: Variant, ctx: EvalContext) -> tuple[pd.DataFrame, str]:
-    """Per layer: the knockout summary; returns the per-(layer, expert, domain) table and a note."""
-    ap, tab, domains = ctx.params.analyze, ctx.tab, ctx.domains
-    sel = collect.select_blocks(tab.block_domain, ap.knockout_blocks, ap.seed, per_domain=True)
-    present = [d for i, d in enumerate(domains) if (tab.block_domain[sel] == i).any()]
-    base, knocked = collect.knockout_losses(
-        v.model, tab.ids[sel], tab.block_domain[sel], domains, ap.batch_size
-    )
-    rows = [domains.index(d) for d in present]
-    shares = {
-        b: np.asarray(res["domain"]["p_expert_given_domain"])[rows]
-        for b, res in _each_layer(layers)
-    }
-    table = knockout_table(base, knocked, shares, present)
-    summary = knockout_summary(table)
-    for b, res in layers.items():
-        if b in summary:
-            res["knockout"] = summary[b]
-    ctx.clock(f"{v.name}: knockout of {len(knocked)} experts on {len(sel)} blocks")
-    note = (
-        f"Expert knockout on {len(sel)} eval blocks ({', '.join(present)}; equal numbers per domain "
-        "where the eval set has them), against the intact model's losses on the same blocks."
-    )
-    return table, note
-
-
-# --------------------------------------------------------------------------- the analysis
-
-
-def run_analysis(
-    params: Params, paths: Paths | None = None, log: Callable[[str], None] = _log
-) -> dict[str, Any]:
-    """Analyze dense + run_variants and publish reports; returns the `results` dict."""
-    import torch
-
-    from moe_emergence.data.packed import load_packed
+def load_inputs(params: Params, paths: Paths, base: Any, clock: Clock) -> Inputs:
     from moe_emergence.data.tokenizer import load_tokenizer
+
+    ap = params.analyze
+    vocab = Vocab.of_model(base)
+    if Vocab.read(paths.packed / VOCAB_FILE) != vocab:
+        raise CheckpointError(f"{paths.models / 'base'} embeds other ids than {paths.packed / VOCAB_FILE} lists: "
+                              "the model and the packed data come from different runs; run `dvc repro`")
+    evals = load_packed(paths.packed / "eval.arrow")
+    train = load_packed(paths.packed / "train.arrow")
+    domains = list(evals.meta.get("domains") or sorted(set(evals.domains)))
+    if evals.block_size > base.config.n_positions:
+        raise CheckpointError(f"{paths.models / 'base'}: the model's context ({base.config.n_positions}) is shorter "
+                              f"than the packed blocks ({evals.block_size}); run `dvc repro`")
+    texts, doc_groups = read_sampled(paths.sampled, "eval")
+    _, train_groups = read_sampled(paths.sampled, "train")
+    codes = collect.domain_codes(evals.domains, domains, "data/packed/eval.arrow")
+    rows = collect.select_blocks(codes, ap.max_eval_blocks, ap.seed)
+    tab = collect.token_table(evals, rows, domains, doc_groups, vocab.encode, "data/packed/eval.arrow")
+    train_tab = None
+    if ap.train_blocks > 0:
+        picked = collect.select_blocks(collect.domain_codes(train.domains, domains, "data/packed/train.arrow"),
+                                       ap.train_blocks, ap.seed, per_domain=True)
+        train_tab = collect.token_table(train, picked, domains, train_groups, vocab.encode, "data/packed/train.arrow")
+    encoder = collect.Encoder(load_tokenizer(evals.meta.get("tokenizer", "embedded")))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    groups = {d: int(len(np.unique(tab.group[tab.domain == i]))) for i, d in enumerate(domains)}
+    clock(f"eval set: {len(rows)} blocks x {evals.block_size} tokens = {tab.n_tokens:,} tokens from "
+          f"{len(tab.doc_ids)} documents in {sum(groups.values())} groups")
+    docs = format_documents(texts, domains, ap.format_docs, ap.seed)
+    fplan = collect.format_plan(encoder, docs, ap.format_perturbations, ap.format_prefix, evals.block_size,
+                                int(evals.meta.get("eos_id", 50256)), vocab.encode) if docs else None
+    return Inputs(params, tab, vocab, vocab.encode(train.ids).astype(np.int64), train_tab, encoder, texts, fplan,
+                  device, clock)
+
+
+def token_losses(model: Any, inp: Inputs) -> np.ndarray:
+    """Per next-token target of the eval set, the model's loss [B * (T-1)] in nats."""
+    model.to(inp.device)
+    b, t = inp.tab.model_ids.shape
+    out = []
+    bs = inp.params.analyze.batch_size
+    for s in range(0, b, bs):
+        ids = inp.tab.model_ids[s : s + bs]
+        h = collect.final_hidden(model, ids, bs)
+        x = torch.from_numpy(ids).to(h.device)
+        out.append(collect.next_token_loss(model, h, x, torch.ones(len(ids), t - 1, dtype=torch.bool)).double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def untrained_null(base: Any, mp: ModelParams, inp: Inputs, n_seeds: int) -> list[dict[int, dict[str, float]]]:
+    """The specialization numbers of an untrained router, one draw per router seed (0..n-1: a run
+    trained with seed s started from draw s): the router weights `to_moe` gives at initialization,
+    applied to the base's own MLP inputs on the eval set and the format test's documents. The
+    base's hidden states are what the untrained router would see but for the upcycling noise of
+    earlier MoE layers (1% of a parameter's spread), and computing them once makes a null of many
+    draws cost one forward."""
+    ap, tab = inp.params.analyze, inp.tab
+    layers = sorted(mp.moe_layers)
+    h_eval = collect.mlp_inputs(base, tab.model_ids, layers, ap.batch_size)
+    h_fmt = collect.mlp_inputs(base, inp.fplan.ids, layers, ap.batch_size) if inp.fplan is not None else None
+    calib = torch.from_numpy(spread_rows(inp.train_ids, mp.calibration_blocks))
+    draws = []
+    for seed in range(n_seeds):
+        moe = to_moe(copy.deepcopy(base), mp, seed=seed, calibration=calib)
+        per_layer = {}
+        for i, layer in moe_layers(moe):
+            w = layer.router.weight.detach().float().cpu()[: layer.n_primary]  # dormant ghosts take nothing
+            fmt = {}
+            if h_fmt is not None:
+                top_f = (h_fmt[i] @ w.t()).argmax(-1).numpy()
+                fmt = {k: a["agreement"] for k, a in inp.fplan.agreements(top_f, layer.n_experts, inp.domains).items()}
+            top1 = (h_eval[i] @ w.t()).argmax(-1).numpy()
+            nums = measure.layer_numbers(top1, tab, layer.n_experts, ap.min_token_count, fmt)
+            if fmt:
+                nums["format_min"] = min(fmt.values())
+            per_layer[i] = nums
+        draws.append(per_layer)
+    return draws
+
+
+def model_experts(model: Any) -> int:
+    return max(layer.n_experts for _, layer in moe_layers(model))
+
+
+def init_signature(mp: ModelParams) -> tuple:
+    """What decides the router at initialization (runs that share it share the untrained null)."""
+    return (tuple(mp.moe_layers), mp.n_experts, mp.ghost_experts, mp.moe_init, mp.upcycle_noise, mp.router_init,
+            mp.calibration_blocks)
+
+
+def _step0(run: Run, layer: int, where: str = "eval") -> dict[str, float]:
+    rec = (run.events.get("step0") or {}).get(where, {}).get(f"layer{layer}")
+    return {"top_share": rec["top_share"], "live_experts": rec["live_experts"]} if rec else {}
+
+
+def measure_run(run: Run, inp: Inputs, table: Table, untrained: list[dict[int, dict[str, float]]],
+                frames: dict[str, list[pd.DataFrame]]) -> None:
+    """Every routing number of one MoE run, its format test, saturation and eval-vs-train routing."""
+    ap, tab = inp.params.analyze, inp.tab
+    model = run.model.to(inp.device)
+    n_exp = model_experts(model)
+    routed = collect.route(model, tab.model_ids, ap.batch_size)
+    fr = collect.route(model, inp.fplan.ids, ap.batch_size) if inp.fplan is not None else None
+    train_routed = collect.route(model, inp.train_tab.model_ids, ap.batch_size) if inp.train_tab is not None else None
+    snaps = {s: d for s, d in snapshot_dirs(run.model_dir).items() if s < int(run.summary.get("steps", 0))}
+    snap_routes = {s: collect.route(load_model(d)[0].to(inp.device), tab.model_ids, ap.batch_size).experts
+                   for s, d in snaps.items()}
+    for layer in sorted(routed.experts):
+        top1 = routed.top1(layer)
+        fmt = inp.fplan.agreements(fr.top1(layer), n_exp, inp.domains) if fr is not None else {}
+        measure.add_routing(table, run.variant, run.seed, layer, top1, tab, n_exp, [u[layer] for u in untrained],
+                            ap, fmt, step0=_step0(run, layer), lb=routed.lb.get(layer), z=routed.z.get(layer))
+        p = measure.routing_matrix(top1, tab, n_exp)
+        frames["routing"].append(_matrix_frame(p, inp.domains, run, layer))
+        for kind, agr in fmt.items():
+            for dom, g in {"all": agr, **agr["per_group"]}.items():
+                frames["format"].append(pd.DataFrame([{"variant": run.variant, "seed": run.seed, "layer": layer,
+                                                       "perturbation": kind, "domain": dom, "agreement": g["agreement"],
+                                                       "chance": g["chance"], "n_tokens": g["n_tokens"],
+                                                       "coverage": inp.fplan.coverage[kind]}]))
+        if snap_routes:
+            sat = router_saturation({s: e[layer][:, :1] for s, e in snap_routes.items()}, top1, n_exp)
+            frames["saturation"].append(pd.DataFrame(sat).assign(variant=run.variant, seed=run.seed, layer=layer))
+        if train_routed is not None:
+            n_dom = len(inp.domains)
+            overlap = distribution_agreement(
+                expert_domain_counts(train_routed.top1(layer), inp.train_tab.domain, n_exp, n_dom),
+                expert_domain_counts(top1, tab.domain, n_exp, n_dom), inp.domains)
+            frames["train_eval"].append(pd.DataFrame([{"variant": run.variant, "seed": run.seed, "layer": layer,
+                                                       "domain": d, **v} for d, v in overlap.items()]))
+        for where in ("eval", "train_window"):
+            rec = (run.events.get("step0") or {}).get(where, {}).get(f"layer{layer}")
+            if rec:
+                frames["loads"].append(pd.DataFrame({"variant": run.variant, "seed": run.seed, "layer": layer,
+                                                     "where": where, "when": "step0", "expert": range(len(rec["fractions"])),
+                                                     "share": rec["fractions"]}))
+        frames["loads"].append(pd.DataFrame({"variant": run.variant, "seed": run.seed, "layer": layer, "where": "eval",
+                                             "when": "final", "expert": range(n_exp),
+                                             "share": np.bincount(top1, minlength=n_exp) / max(len(top1), 1)}))
+    collapse = run.events.get("collapse") or {}
+    table.add(run.variant, "collapse_detected", float(bool(collapse.get("detected"))), seed=run.seed)
+    if collapse.get("detected"):
+        table.add(run.variant, "collapse_step", float(collapse["step"]), seed=run.seed)
+        frames["collapses"].append(pd.DataFrame([{"variant": run.variant, "seed": run.seed, **collapse}]))
+    table.add(run.variant, "steps", float(run.summary.get("steps", 0)), seed=run.seed)
+    for layer in sorted(routed.experts):
+        w = _step0(run, layer, "train_window")
+        if w:
+            table.add(run.variant, "top_share_window0", w["top_share"], seed=run.seed, layer=layer)
+            table.add(run.variant, "live_experts_window0", w["live_experts"], seed=run.seed, layer=layer)
+    inp.clock(f"{run.name}: routing of {len(routed.experts)} MoE layers, {len(snaps)} snapshots, format test")
+
+
+def _matrix_frame(p: np.ndarray, domains: list[str], run: Run, layer: int) -> pd.DataFrame:
+    d, e = np.meshgrid(np.arange(p.shape[0]), np.arange(p.shape[1]), indexing="ij")
+    return pd.DataFrame({"variant": run.variant, "seed": run.seed, "layer": layer,
+                         "domain": [domains[i] for i in d.ravel()], "expert": e.ravel(), "share": p.ravel()})
+
+
+def knockout(run: Run, inp: Inputs) -> tuple[pd.DataFrame, str]:
+    """Per (layer, expert, domain): the eval loss change with the expert disabled."""
+    ap, tab = inp.params.analyze, inp.tab
+    sel = collect.select_blocks(tab.block_domain, ap.knockout_blocks, ap.seed, per_domain=True)
+    present = [d for i, d in enumerate(inp.domains) if (tab.block_domain[sel] == i).any()]
+    base, knocked = collect.knockout_losses(run.model, tab.model_ids[sel], tab.block_domain[sel], inp.domains,
+                                            ap.batch_size)
+    routed = collect.route(run.model, tab.model_ids, ap.batch_size)
+    rows = [inp.domains.index(d) for d in present]
+    shares = {b: measure.routing_matrix(routed.top1(b), tab, model_experts(run.model))[rows] for b in routed.experts}
+    out = knockout_table(base, knocked, shares, present)
+    inp.clock(f"{run.name}: knockout of {len(knocked)} experts on {len(sel)} blocks")
+    return out.assign(variant=run.variant, seed=run.seed), (
+        f"Expert knockout ({run.name}) on {len(sel)} eval blocks ({', '.join(present)}; equal numbers per domain "
+        "where the eval set has them), against the intact model's losses on the same blocks.")
+
+
+def token_types(run: Run, inp: Inputs) -> tuple[pd.DataFrame, str]:
+    """Routing of code eval tokens by Python token type (main run)."""
+    tab = inp.tab
+    types, stats = collect.code_token_types(inp.encoder, inp.texts.get("code", {}), tab, inp.domains.index("code"))
+    typed = types >= 0
+    routed = collect.route(run.model, tab.model_ids, inp.params.analyze.batch_size)
+    n_exp = model_experts(run.model)
+    rows = []
+    for layer in sorted(routed.experts):
+        if not typed.any():
+            break
+        r = token_type_routing(types[typed], routed.top1(layer)[typed], n_exp)
+        for t, name in enumerate(TOKEN_TYPES):
+            frac = np.asarray(r["fractions"][t])
+            if r["n_tokens"][name]:
+                e = int(frac.argmax())
+                rows.append({"layer": layer, "type": name, "n_tokens": r["n_tokens"][name], "expert": e,
+                             "share": float(frac[e]), "share_all": float(r["load"][e])})
+    inp.clock(f"{run.name}: Python token types")
+    return pd.DataFrame(rows), (
+        f"Python token types ({run.name}): {int(typed.sum()):,} code eval tokens typed from {stats['docs']} "
+        f"documents ({stats['partial']} that `tokenize` could not finish keep the types found before the error; "
+        f"{stats['unmatched']} left out because their text was missing or re-tokenized differently).")
+
+
+def training_curves(runs: list[Run], n_experts: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(loss curves, router curves) of every run from its DVCLive tables."""
+    loss, router = [], []
+    for r in runs:
+        for split in ("train", "eval"):
+            c = read_curve(r.report_dir, f"{split}/lm_loss")
+            if c is not None:
+                loss.append(c.rename(columns={"value": "loss"}).assign(variant=r.variant, seed=r.seed, split=split))
+        for layer in (i for i, _ in moe_layers(r.model)):
+            parts = {k: c.set_index("step")["value"] for k in ("top_share", "token_entropy", "dead_experts")
+                     if (c := read_curve(r.report_dir, f"router/layer{layer}/{k}")) is not None}
+            if parts:
+                df = pd.DataFrame(parts).reset_index().assign(variant=r.variant, seed=r.seed, layer=layer)
+                router.append(df)
+    rc = pd.concat(router, ignore_index=True) if router else pd.DataFrame()
+    if len(rc):
+        rc["entropy"] = rc.get("token_entropy", np.nan) / np.log(n_experts)
+        rc["live_experts"] = n_experts - rc.get("dead_experts", np.nan)
+    return (pd.concat(loss, ignore_index=True) if loss else pd.DataFrame()), rc
+
+
+def setup_lines(params: Params, base: Any, inp: Inputs, runs: list[Run], boot: measure.GroupBootstrap) -> dict[str, str]:
+    cfg, m = base.config, params.model
+    per_dom = np.bincount(inp.tab.block_domain, minlength=len(inp.domains))
+    out = {
+        "model": f"GPT-2, {cfg.n_layer} layers, width {cfg.n_embd}, {cfg.n_head} heads, {inp.vocab.size:,} token ids "
+                 f"({'the tokenizer vocabulary' if inp.vocab.full else f'train ids seen >= {params.pack.vocab_min_count} times + UNK'})"
+                 f"; MoE in layers {', '.join(map(str, m.moe_layers))}: {m.n_experts} experts, top-{m.top_k}, "
+                 f"router init {m.router_init}",
+        "eval set": f"{len(inp.tab.rows)} blocks x {inp.tab.ids.shape[1]} tokens = {inp.tab.n_tokens:,} tokens, "
+                    + ", ".join(f"{d} {n} blocks / {boot.n_groups()[d]} groups" for d, n in zip(inp.domains, per_dom, strict=True)),
+        "seeds": ", ".join(map(str, params.seeds)) + " (router and expert init, batch order; the base is shared)",
+    }
+    for variant in dict.fromkeys(r.variant for r in runs):
+        mp, tp = params.variant(variant)
+        steps = sorted({int(r.summary.get("steps", 0)) for r in runs if r.variant == variant})
+        lb = f", lb_coef {mp.lb_coef:g} (mean over {len(mp.moe_layers)} MoE layers: {mp.lb_coef / len(mp.moe_layers):g} per layer), z_coef {mp.z_coef:g}" if params.is_moe(variant) else ""
+        out[f"variant {variant}"] = f"{'/'.join(map(str, steps))} of {tp.max_steps} steps, lr {tp.optim.lr:g}{lb}"
+    a = params.analyze
+    out["nulls"] = (f"untrained router: {a.untrained_seeds} router seeds; {a.n_permutations} group-label shuffles, "
+                    f"{a.n_bootstrap} group bootstrap draws, {a.n_shuffles} information shuffles, seed {a.seed}")
+    return out
+
+
+def run_analysis(params: Params, paths: Paths | None = None, log: Callable[[str], None] = _log) -> Results:
+    """Analyze the base, dense and `run_variants` for every seed, and publish the reports."""
+    from moe_emergence.analysis.publish import publish
 
     paths = paths or Paths()
     ap = params.analyze
     clock = Clock(log)
-    variants = {v: load_variant(params, v, paths) for v in ["dense", *params.run_variants]}
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    for v in variants.values():
-        v.model.to(device)
-    clock(f"loaded {len(variants)} variants: {', '.join(variants)}")
+    base, _ = load_model(paths.models / "base")
+    runs = [load_run(params, v, s, paths) for v in ["dense", *params.run_variants] for s in params.seeds]
+    clock(f"loaded the base and {len(runs)} runs")
+    inp = load_inputs(params, paths, base, clock)
+    table = Table()
+    boot = measure.GroupBootstrap.make(inp.tab, ap.n_bootstrap, ap.seed)
+    big = Bigram.fit(inp.train_ids, inp.vocab.size)
+    uni = Unigram.fit(inp.train_ids, inp.vocab.size)
+    baselines = {"bigram": big.token_losses(inp.tab.model_ids).reshape(-1),
+                 "unigram": uni.token_losses(inp.tab.model_ids).reshape(-1)}
+    losses = {("base", 0): token_losses(base, inp)}
+    for r in runs:
+        losses[(r.variant, r.seed)] = token_losses(r.model, inp)
+    measure.add_quality(table, losses, baselines, boot)
+    clock(f"eval losses of {len(losses)} models and the count baselines, {ap.n_bootstrap} group bootstrap draws")
 
-    eval_path = paths.packed / "eval.arrow"
-    evals = load_packed(eval_path)
-    domains = list(evals.meta.get("domains") or sorted(set(evals.domains)))
-    block_size = evals.block_size
-    for v in variants.values():
-        if block_size > v.model.config.n_positions:
-            raise CheckpointError(
-                f"{v.model_dir}: the model's context ({v.model.config.n_positions}) is shorter than the "
-                f"packed blocks ({block_size}, pack.block_size); re-run `dvc repro {train_stage(v.name)}`"
-            )
-    rows = collect.select_blocks(
-        collect.domain_codes(evals.domains, domains, str(eval_path)), ap.max_eval_blocks, ap.seed
-    )
-    tab = collect.token_table(evals, rows, domains, str(eval_path))
-    clock(
-        f"eval set: {len(rows)} blocks x {block_size} tokens = {tab.n_tokens:,} tokens, "
-        f"{len(tab.doc_ids)} documents"
-    )
-    ctx = EvalContext(tab, params, device, clock)
-
-    moe_names = [v for v in params.run_variants if variants[v].moe]
-    main = (
-        ap.main_variant if ap.main_variant in moe_names else (moe_names[0] if moe_names else None)
-    )
+    frames: dict[str, list[pd.DataFrame]] = {k: [] for k in ("routing", "format", "saturation", "train_eval", "loads",
+                                                             "collapses")}
+    nulls: dict[tuple, list] = {}
+    moe_runs = [r for r in runs if r.moe]
+    for r in moe_runs:
+        key = init_signature(r.mp)
+        if key not in nulls:
+            nulls[key] = untrained_null(base, r.mp, inp, ap.untrained_seeds)
+            clock(f"untrained router ({r.variant}'s init): {ap.untrained_seeds} router seeds routed and measured")
+        measure_run(r, inp, table, nulls[key], frames)
+    main_variant = ap.main_variant if ap.main_variant in params.run_variants else (
+        params.run_variants[0] if params.run_variants else None)
+    main = next((r for r in moe_runs if r.variant == main_variant), None)
     notes: list[str] = []
-    if main is not None and main != ap.main_variant:
-        notes.append(
-            f"analyze.main_variant {ap.main_variant!r} is not among the trained MoE variants; "
-            f"the prose describes {main!r}."
-        )
-    if not moe_names:
-        notes.append(
-            "No MoE variant is listed in `run_variants`: every routing metric is skipped, "
-            "and the report covers language-model quality only."
-        )
-    results: dict[str, Any] = {
-        "domains": domains,
-        "n_experts": params.model.n_experts,
-        "main_variant": main,
-        "baseline_variant": "dense",
-        "collapse_threshold": params.train.collapse_threshold,
-        "variants": {},
-        "notes": notes,
-    }
-    for name, v in variants.items():
-        entry: dict[str, Any] = {"moe": v.moe, "eval": _eval_block(v.summary, domains)}
-        if v.moe:
-            entry["collapse"] = _collapse_block(v)
-        else:
-            entry["skipped"] = "dense model: it has no router, so it has LM-quality numbers only"
-        results["variants"][name] = entry
+    knock, types = pd.DataFrame(), pd.DataFrame()
+    if main is not None and ap.knockout_blocks > 0:
+        knock, note = knockout(main, inp)
+        notes.append(note)
+    if main is not None and "code" in inp.domains:
+        types, note = token_types(main, inp)
+        notes.append(note)
+    if moe_runs:
+        notes.append("Consecutive-token pairs are pairs of adjacent tokens of one document within one packed block "
+                     "(a pair across a block boundary is left out: its second token was routed without the first in "
+                     "its context).")
+    n_exp = params.model.n_experts
+    loss_curves, router_curves = training_curves(runs, n_exp)
 
-    # The eval documents' text: the format test and the code token types read it.
-    encoder, texts = None, {}
-    if moe_names and (ap.format_docs > 0 or "code" in domains):
-        texts = read_sampled(paths.sampled, "eval")
-        encoder = collect.Encoder(load_tokenizer(evals.meta.get("tokenizer", "embedded")))
-    format_docs = _format_documents(texts, domains, ap.format_docs, ap.seed)
-    train_tab = None
-    if moe_names and ap.train_blocks > 0:
-        train_path = paths.packed / "train.arrow"
-        train = load_packed(train_path)
-        picked = collect.select_blocks(
-            collect.domain_codes(train.domains, domains, str(train_path)),
-            ap.train_blocks,
-            ap.seed,
-            per_domain=True,
-        )
-        train_tab = collect.token_table(train, picked, domains, str(train_path))
+    def cat(key: str) -> pd.DataFrame:
+        return pd.concat(frames[key], ignore_index=True) if frames[key] else pd.DataFrame()
 
-    knock_tables: dict[str, pd.DataFrame] = {}
-    for name in moe_names:
-        v = variants[name]
-        n_exp = _n_experts(v.model)
-        results["n_experts"] = n_exp
-        routed = collect.route(v.model, tab.ids, ap.batch_size)
-        layers = _layer_results(routed, tab, n_exp, params)
-        results["variants"][name]["layers"] = layers
-        clock(f"{name}: routed and measured {len(layers)} MoE layers")
-        add_saturation(layers, v, routed, n_exp, ctx)
-        if train_tab is not None:
-            add_train_eval(layers, v, routed, train_tab, n_exp, ctx)
-        if format_docs:
-            eos = int(evals.meta.get("eos_id", 50256))
-            add_format_test(layers, v, encoder, format_docs, eos, n_exp, ctx)
-        if name == main and encoder is not None and "code" in domains:
-            notes.append(
-                add_token_types(layers, v, routed, encoder, texts.get("code", {}), n_exp, ctx)
-            )
-        if name == main and ap.knockout_blocks > 0:
-            knock_tables[name], note = add_knockout(layers, v, ctx)
-            notes.append(note)
-
-    results["setup"] = _setup(params, variants, tab, evals, block_size, moe_names)
-    if moe_names:
-        notes.append(
-            "Consecutive-token pairs are pairs of adjacent tokens of one document within one packed "
-            "block (a pair across a block boundary is left out: its second token was routed without "
-            "the first in its context)."
-        )
-    curves = _training_curves(variants, domains, results["n_experts"])
-    publish(results, curves, knock_tables, params, paths, clock)
-    return results
-
-
-def _format_documents(
-    texts: Mapping[str, Mapping[str, str]], domains: list[str], per_domain: int, seed: int
-) -> list[tuple[int, str]]:
-    """`per_domain` seeded eval documents of each domain, as (domain code, text)."""
-    rng = np.random.default_rng(seed)
-    out: list[tuple[int, str]] = []
-    if per_domain <= 0:
-        return out
-    for i, d in enumerate(domains):
-        docs = texts.get(d) or {}
-        keys = sorted(docs)
-        for j in (
-            sorted(rng.choice(len(keys), size=min(per_domain, len(keys)), replace=False))
-            if keys
-            else []
-        ):
-            out.append((i, docs[keys[j]]))
-    return out
-
-
-def _setup(
-    params: Params,
-    variants: Mapping[str, Variant],
-    tab: collect.TokenTable,
-    evals: Any,
-    block_size: int,
-    moe_names: list[str],
-) -> dict[str, Any]:
-    m = params.model
-    arch = next(iter(variants.values())).model.config
-    per_dom = np.bincount(tab.block_domain, minlength=len(tab.domain_names))
-    out: dict[str, Any] = {
-        "model": f"GPT-2, {arch.n_layer} blocks, width {arch.n_embd}, {arch.n_head} heads"
-        + (
-            f"; MoE in blocks {', '.join(map(str, m.moe_layers))}: {m.n_experts} experts, top-{m.top_k}"
-            if moe_names
-            else ""
-        ),
-        "eval set": f"{len(tab.rows)} of {len(evals)} blocks x {block_size} tokens = {tab.n_tokens:,} tokens "
-        f"from {len(tab.doc_ids)} documents ("
-        + ", ".join(f"{d} {n}" for d, n in zip(tab.domain_names, per_dom, strict=True))
-        + " blocks)",
-    }
-    for name, v in variants.items():
-        mp, tp = params.variant(name)
-        c = v.summary.get("collapse") or {}
-        stop = (
-            f", stopped by collapse at step {c.get('step')}"
-            if c.get("detected") and v.summary.get("steps", 0) < tp.max_steps
-            else ""
-        )
-        lb = f", lb_coef {mp.lb_coef:g}, z_coef {mp.z_coef:g}" if v.moe else ""
-        out[f"variant {name}"] = f"{v.summary.get('steps')} of {tp.max_steps} steps{lb}{stop}"
-    a = params.analyze
-    out["baselines"] = (
-        f"{a.n_permutations} label shuffles, {a.n_bootstrap} bootstrap draws, {a.n_shuffles} "
-        f"information shuffles, seed {a.seed}"
+    results = Results(
+        table=table.frame(), domains=inp.domains, n_experts=n_exp,
+        setup=setup_lines(params, base, inp, runs, boot), main_variant=main_variant,
+        collapse_threshold=params.train.collapse_threshold,
+        routing=cat("routing"), loads=cat("loads"), loss_curves=loss_curves, router_curves=router_curves,
+        saturation=cat("saturation"), format_test=cat("format"), knockout=knock, token_types=types,
+        train_eval=cat("train_eval"), collapses=cat("collapses"), notes=notes,
     )
-    return out
-
-
-def _training_curves(
-    variants: Mapping[str, Variant], domains: list[str], n_experts: int
-) -> dict[str, Any]:
-    loss_rows, router_rows = [], []
-    for name, v in variants.items():
-        for split in ("train", "eval"):
-            c = read_curve(v.report_dir, f"{split}/lm_loss")
-            if c is not None:
-                loss_rows.append(
-                    c.assign(variant=name, split=split).rename(columns={"value": "loss"})
-                )
-        if not v.moe:
-            continue
-        for block in sorted(i for i, _ in moe_layers(v.model)):
-            parts = {}
-            for key in ("top_share", "token_entropy", "dead_experts"):
-                c = read_curve(v.report_dir, f"router/layer{block}/{key}")
-                if c is not None:
-                    parts[key] = c.set_index("step")["value"]
-            if parts:
-                df = pd.DataFrame(parts).reset_index()
-                df["variant"], df["layer"] = name, block
-                router_rows.append(df)
-    router = pd.concat(router_rows, ignore_index=True) if router_rows else pd.DataFrame()
-    if len(router):
-        if "token_entropy" in router:
-            router["entropy"] = router["token_entropy"] / math.log(n_experts)
-        if "dead_experts" in router:
-            router["live_experts"] = n_experts - router["dead_experts"]
-    return {
-        "loss": pd.concat(loss_rows, ignore_index=True) if loss_rows else pd.DataFrame(),
-        "router": router,
-        "final": {
-            name: _eval_block(v.summary, domains)["per_domain"] for name, v in variants.items()
-        },
-    }
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-def _metrics_summary(results: Mapping[str, Any]) -> dict[str, Any]:
-    """The compact numbers `dvc metrics show` lists: per variant eval losses, per layer specialization."""
-    out: dict[str, Any] = {}
-    for name, r in results["variants"].items():
-        ev = r.get("eval") or {}
-        m: dict[str, Any] = {"eval_loss": ev.get("loss"), "eval_loss_macro": ev.get("loss_macro")}
-        m.update({f"eval_loss_{d}": x for d, x in (ev.get("per_domain") or {}).items()})
-        if r.get("collapse") is not None:
-            m["collapse_detected"] = int(bool(r["collapse"].get("detected")))
-            if r["collapse"].get("detected"):
-                m["collapse_step"] = r["collapse"].get("step")
-        for layer, lr in (r.get("layers") or {}).items():
-            d, h, c, load = lr["domain"], lr["heldout"], lr["consecutive"], lr["load"]
-            lm = {
-                "mi_ratio": d["mi_ratio"]["value"],
-                "mi_ratio_shuffled": d["mi_ratio"]["null_mean"],
-                "mi_ratio_shuffled_p95": d["mi_ratio"]["null_p95"],
-                "max_share": d["max_share"]["value"],
-                "max_share_shuffled": d["max_share"]["null_mean"],
-                "top_share": load["top_share"],
-                "load_entropy": load["entropy"],
-                "dead_experts": load["dead"],
-                "token_id_accuracy": h["accuracy"]["token"],
-                "majority_accuracy": h["accuracy"]["majority"],
-                "consecutive_rate": c["rate"],
-                "consecutive_chance": c["chance_load"],
-            }
-            if lr.get("format"):
-                lm["format_agreement_min"] = min(f["agreement"] for f in lr["format"].values())
-            if lr.get("knockout"):
-                lm["knockout_max_delta"] = lr["knockout"]["max_delta"]
-            m[f"layer{layer}"] = lm
-        out[name] = m
-    return out
-
-
-def _tsv(df: pd.DataFrame, path: Path) -> None:
-    df.to_csv(path, sep="\t", index=False, float_format="%.6g")
-
-
-def _write_curves(
-    results: Mapping[str, Any], knock: Mapping[str, pd.DataFrame], directory: Path
-) -> None:
-    domains = results["domains"]
-    for name, r in results["variants"].items():
-        sat = {}
-        for layer, lr in (r.get("layers") or {}).items():
-            p = np.asarray(lr["domain"]["p_expert_given_domain"])
-            _tsv(
-                pd.DataFrame(
-                    {"expert": np.arange(p.shape[1]), **{d: p[i] for i, d in enumerate(domains)}}
-                ),
-                directory / f"routing_{name}_layer{layer}.tsv",
-            )
-            if lr.get("saturation"):
-                sat[f"layer{layer}"] = pd.Series(
-                    {s["step"]: s["agreement"] for s in lr["saturation"]}
-                )
-        if sat:
-            _tsv(
-                pd.DataFrame(sat).rename_axis("step").reset_index(),
-                directory / f"saturation_{name}.tsv",
-            )
-    for name, table in knock.items():
-        for layer, g in table.groupby("layer"):
-            wide = g.pivot(index="expert", columns="domain", values="delta").reset_index()
-            _tsv(wide, directory / f"knockout_{name}_layer{layer}.tsv")
-
-
-def _figures(
-    results: dict[str, Any],
-    curves: Mapping[str, Any],
-    knock: Mapping[str, pd.DataFrame],
-    params: Params,
-    directory: Path,
-) -> list[dict[str, str]]:
-    figs: list[dict[str, str]] = []
-    domains = results["domains"]
-    n_exp = results["n_experts"]
-    thr = results["collapse_threshold"]
-    main = results.get("main_variant")
-    moe = [v for v, r in results["variants"].items() if r.get("layers")]
-
-    def add(name: str, caption: str) -> None:
-        figs.append({"path": f"{FIGURES}/{name}", "caption": caption})
-
-    if len(curves["loss"]):
-        figures.plot_training_curves(
-            curves["loss"], curves["final"], directory / "training_curves.png"
-        )
-        add(
-            "training_curves.png",
-            "Train and eval LM loss of every variant; final eval loss per domain",
-        )
-    if moe:
-        tables, subs = {}, {}
-        for v in moe:
-            for layer, lr in results["variants"][v]["layers"].items():
-                label = f"{v}, layer {layer}"
-                tables[label] = lr["domain"]["p_expert_given_domain"]
-                mi = lr["domain"]["mi_ratio"]
-                subs[label] = (
-                    f"I(E;D)/H(D) = {mi['value']:.3f} (shuffled labels {mi['null_mean']:.3f})"
-                )
-        figures.plot_domain_heatmaps(
-            tables, domains, directory / "domain_heatmaps.png", subtitles=subs
-        )
-        add(
-            "domain_heatmaps.png",
-            "P(expert | domain) on the eval set, every MoE layer of every MoE variant",
-        )
-        figures.plot_specialization_baselines(
-            figures.specialization_rows(results), directory / "specialization_baselines.png"
-        )
-        add(
-            "specialization_baselines.png",
-            "Specialization numbers with bootstrap CIs against their shuffled baselines",
-        )
-        loads = {
-            v: {
-                f"layer {layer}": lr["load"]["fractions"]
-                for layer, lr in results["variants"][v]["layers"].items()
-            }
-            for v in moe
-        }
-        labels = {v: f"{v} (lb_coef {params.variant(v)[0].lb_coef:g})" for v in moe}
-        figures.plot_lb_comparison(loads, directory / "lb_comparison.png", labels=labels)
-        add("lb_comparison.png", "Expert load on the eval set with and without load balancing")
-        router = curves["router"]
-        if len(router) and {"top_share", "live_experts"} <= set(router):
-            target = _collapse_variant(results, params, moe)
-            if target is not None:
-                c = results["variants"][target].get("collapse") or {}
-                steps = results["variants"][target]["eval"].get("step")
-                label = (
-                    f"{target}, collapse detected at step {c.get('step')}"
-                    if c.get("detected")
-                    else f"{target}, no collapse detected in {steps} steps"
-                )
-                figures.plot_collapse_trajectory(
-                    router[router["variant"] == target],
-                    directory / "collapse_trajectory.png",
-                    n_experts=n_exp,
-                    threshold=thr,
-                    collapse_step=c.get("step") if c.get("detected") else None,
-                    variant=label,
-                )
-                add(
-                    "collapse_trajectory.png",
-                    f"Collapse trajectory of {target}: top-expert share and live experts "
-                    "per training log window",
-                )
-        if len(router) and {"top_share", "entropy"} <= set(router):
-            figures.plot_router_over_training(
-                router, directory / "router_over_training.png", threshold=thr, n_experts=n_exp
-            )
-            add(
-                "router_over_training.png",
-                "Router entropy (per token, / log E) and top-expert share over training",
-            )
-        figures.plot_token_identity(
-            figures.token_identity_rows(results), directory / "token_identity.png"
-        )
-        add(
-            "token_identity.png",
-            "Held-out accuracy of predicting a token's expert from the majority expert, the "
-            "domain, the token id, and both",
-        )
-        sat = [
-            {"variant": v, "layer": int(layer), **s}
-            for v in moe
-            for layer, lr in results["variants"][v]["layers"].items()
-            for s in lr.get("saturation") or []
-        ]
-        if sat:
-            figures.plot_saturation(pd.DataFrame(sat), directory / "saturation.png")
-            add(
-                "saturation.png",
-                "Router saturation: agreement of each training snapshot's routing with the final "
-                "model's",
-            )
-        fmt = figures.format_rows(results, main) if main else pd.DataFrame()
-        if len(fmt):
-            figures.plot_format_agreement(fmt, directory / "format_agreement.png")
-            add(
-                "format_agreement.png",
-                f"Format-artifact test ({main}): same expert for unchanged content tokens",
-            )
-        tt = (
-            {
-                f"layer {layer}": lr["token_types"]
-                for layer, lr in results["variants"][main]["layers"].items()
-                if lr.get("token_types")
-            }
-            if main
-            else {}
-        )
-        if tt:
-            first = next(iter(tt.values()))
-            figures.plot_token_type_routing(
-                {k: t["fractions"] for k, t in tt.items()},
-                TOKEN_TYPES,
-                directory / "token_types.png",
-                n_tokens=first["n_tokens"],
-                title=f"Python token types: routing of code eval tokens ({main})",
-            )
-            add(
-                "token_types.png",
-                f"Python token types of code eval tokens and their experts ({main})",
-            )
-        for v, table in knock.items():
-            figures.plot_knockout(table, domains, directory / "knockout.png", variant=v)
-            add(
-                "knockout.png",
-                f"Expert knockout ({v}): change of eval loss per domain with one expert disabled",
-            )
-    return figs
-
-
-def _collapse_variant(results: Mapping[str, Any], params: Params, moe: list[str]) -> str | None:
-    """The variant whose collapse trajectory is drawn: a detected collapse first, else one without LB."""
-    for v in moe:
-        if (results["variants"][v].get("collapse") or {}).get("detected"):
-            return v
-    for v in moe:
-        if params.variant(v)[0].lb_coef == 0:
-            return v
-    return None
-
-
-def publish(
-    results: dict[str, Any],
-    curves: Mapping[str, Any],
-    knock: Mapping[str, pd.DataFrame],
-    params: Params,
-    paths: Paths,
-    clock: Callable[[str], None],
-) -> None:
-    """Write figures, curve tables, results, metrics and the report, each whole or not at all."""
-    out = paths.out
-    with atomic_dir(out / FIGURES) as tmp:
-        results["figures"] = _figures(results, curves, knock, params, tmp)
-    clock(f"{len(results['figures'])} figures in {out / FIGURES}")
-    with atomic_dir(out / CURVES) as tmp:
-        _write_curves(results, knock, tmp)
-    write_json(out / RESULTS, results)
-    write_json(out / METRICS, _metrics_summary(results))
-    write_text(out / REPORT, build_report(results))
-    clock(f"wrote {out / REPORT}, {out / METRICS}, {out / CURVES}")
-
-
-def one_line_summary(
-    results: Mapping[str, Any], seconds: float, out: Path = Path("reports")
-) -> str:
-    """`analyze: ...` line: the main variant's specialization per layer next to its baseline."""
-    parts = []
-    main = results.get("main_variant")
-    for name, r in results["variants"].items():
-        ev = r.get("eval") or {}
-        if ev.get("loss_macro") is not None:
-            parts.append(f"{name} eval {ev['loss_macro']:.3f}")
-    if main:
-        for layer, lr in results["variants"][main]["layers"].items():
-            mi = lr["domain"]["mi_ratio"]
-            parts.append(
-                f"{main} L{layer} I(E;D)/H(D) {mi['value']:.3f} (shuffled {mi['null_mean']:.3f})"
-            )
-    return f"analyze: {'; '.join(parts)}; {out / REPORT} in {seconds:.0f} s"
+    publish(results, params, paths.out, clock)
+    return results

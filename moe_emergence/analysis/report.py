@@ -1,751 +1,343 @@
-"""The Markdown report: every sentence and table computed from `results`.
+"""The Markdown report, written from `Results`: every number comes from its table.
 
-`build_report(results)` writes nothing by hand: each number it prints comes
-from `results`, and each specialization number is printed next to its
-baseline. Sections whose data is absent are left out, so the stage can fill
-what it has.
-
-The `results` schema (JSON-ready; the `analyze` stage fills it)::
-
-    {
-      "title": str,                          # optional
-      "setup": {label: value, ...},          # optional, printed as a table
-      "domains": [str, ...],                 # domain names, in code order
-      "n_experts": int,
-      "main_variant": str,                   # optional: the MoE variant the prose describes
-                                             #   (default "moe" if present, else the first MoE variant)
-      "baseline_variant": str,               # optional, default "dense"
-      "collapse_threshold": float,           # optional, default 0.6
-      "variants": {
-        name: {
-          "moe": bool,
-          "skipped": str,                    # optional: why routing metrics are absent
-          "eval": {"step": int, "loss": float, "loss_macro": float,
-                   "per_domain": {domain: float}},
-          "collapse": {"detected": bool, "step": int, "layer": int, "expert": int,
-                       "share": float, "live_experts": int, "reason": str},   # optional
-          "layers": {
-            "<layer index>": {
-              "load": {"fractions": [E], "top_share": float, "entropy": float,  # H(f)/log E
-                       "dead": int, "lb": float, "z": float},                 # lb, z optional
-              "domain": specialization.domain_specialization(...),
-              "heldout": token_identity.heldout_predictability(...),
-              "information": token_identity.routing_information(...),
-              "consecutive": locality.consecutive_same_expert(...),
-              "token_types": token_types.token_type_routing(...),            # optional
-              "saturation": agreement.router_saturation(...),               # optional
-              "format": {perturbation: agreement.routing_agreement(..., groups=domain)
-                         + optional "coverage": float},                       # optional
-              "train_eval": {"overlap": agreement.distribution_agreement(...),
-                             "transfer": token_identity.transfer_predictability(...)},  # optional
-              "knockout": knockout.knockout_summary(...)[layer],             # optional
-            }
-          }
-        }
-      },
-      "figures": [{"path": str, "caption": str}],   # paths relative to the report
-      "notes": [str],                                # optional, printed at the end
-    }
-
-Every block is optional except `domains`, `n_experts` and `variants`.
+Each claim is stated next to the null that would produce it without any
+learning: quality next to a count bigram on the same vocabulary, routing
+specialization next to the untrained router, collapse next to the run's own
+routing at step 0, a difference between models next to its paired interval
+over eval groups. Where the evidence is not there, the verdict says so.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from moe_emergence.analysis.results import Results, one, select
+
+LABELS = {
+    "mi_ratio": "I(E;D)/H(D)", "mean_purity": "mean purity", "max_share": "max share",
+    "u_token": "U(E|X)", "u_domain_given_token": "U(E|D given X)", "consecutive_rate": "same expert, next token",
+    "format_min": "format test (lowest)",
+}
 
 
-def _f(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "n/a"
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if not math.isfinite(v):
-        return "n/a"
-    return f"{v:.{digits}f}"
+def f3(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-def _pct(x: Any) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    return f"{100 * v:.1f}%" if math.isfinite(v) else "n/a"
+def ci(row: pd.Series | None) -> str:
+    if row is None:
+        return "-"
+    return f"{f3(row['value'])} [{f3(row['ci_low'])}, {f3(row['ci_high'])}]" if not math.isnan(row["ci_low"]) else f3(row["value"])
 
 
-def _p(x: Any) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    if not math.isfinite(v):
-        return "n/a"
-    return f"{v:.3f}" if v >= 0.001 else "<0.001"
+def md(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, disable_numparse=True) if len(df) else "(nothing to show)"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+def seed_label(seed: float) -> str:
+    return "pooled" if isinstance(seed, float) and math.isnan(seed) else str(int(seed))
 
 
-def _layer_keys(layers: Mapping[str, Any]) -> list[str]:
-    def key(k: str) -> tuple[int, Any]:
-        try:
-            return (0, int(k))
-        except (TypeError, ValueError):
-            return (1, str(k))
-
-    return sorted(layers, key=key)
+def seed_text(seed: float) -> str:
+    return "seeds pooled" if isinstance(seed, float) and math.isnan(seed) else f"seed {int(seed)}"
 
 
-def _moe_variants(results: Mapping[str, Any]) -> list[str]:
-    return [v for v, r in results["variants"].items() if r.get("layers")]
-
-
-def _main(results: Mapping[str, Any]) -> str | None:
-    moe = _moe_variants(results)
-    want = results.get("main_variant")
-    if want in moe:
-        return want
-    return "moe" if "moe" in moe else (moe[0] if moe else None)
-
-
-def _each_layer(
-    results: Mapping[str, Any], block: str
-) -> Iterable[tuple[str, str, Mapping[str, Any]]]:
-    for v in _moe_variants(results):
-        layers = results["variants"][v]["layers"]
-        for layer in _layer_keys(layers):
-            if block in layers[layer]:
-                yield v, layer, layers[layer][block]
-
-
-def _ci(m: Mapping[str, Any]) -> str:
-    return f"{_f(m.get('value'))} (95% CI {_f(m.get('ci_low'))}-{_f(m.get('ci_high'))})"
-
-
-def _null(m: Mapping[str, Any]) -> str:
-    return f"{_f(m.get('null_mean'))} (95th pct {_f(m.get('null_p95'))})"
+def runs(t: pd.DataFrame, variants: Iterable[str]) -> list[tuple[str, float]]:
+    """(variant, seed) pairs with eval losses, pooled rows last within each variant."""
+    out = []
+    for v in variants:
+        seeds = select(t, variant=v, metric="eval_loss_macro")["seed"].tolist()
+        out += [(v, s) for s in sorted(seeds, key=lambda s: (math.isnan(s), s))]
+    return out
 
 
 # --------------------------------------------------------------------------- sections
 
 
-def _section_quality(results: Mapping[str, Any]) -> list[str]:
-    variants = {v: r["eval"] for v, r in results["variants"].items() if r.get("eval")}
-    if not variants:
-        return []
-    domains = list(results["domains"])
-    base_name = results.get("baseline_variant", "dense")
-    base = variants.get(base_name)
-    header = ["variant", "step", "eval loss (blocks)", "eval loss (domain mean)"] + [
-        f"{d}" for d in domains
-    ]
-    if base:
-        header.append(f"vs {base_name} (domain mean)")
+def quality(r: Results) -> list[str]:
+    t, doms = r.table, r.domains
     rows = []
-    for v, ev in variants.items():
-        row = [v, ev.get("step", "n/a"), _f(ev.get("loss")), _f(ev.get("loss_macro"))]
-        row += [_f(ev.get("per_domain", {}).get(d)) for d in domains]
-        if base:
-            d = _delta(ev.get("loss_macro"), base.get("loss_macro"))
-            row.append("-" if v == base_name else (f"{d:+.3f}" if d is not None else "n/a"))
-        rows.append(row)
-    out = [
-        "## Language-model quality",
-        "",
-        "Eval loss is next-token cross-entropy in nats per token on the held-out eval set at the "
-        "final step; the block-weighted mean counts every eval block once, the domain mean every "
-        "domain once. Auxiliary losses are not included.",
-        "",
-        _table(header, rows),
-        "",
-    ]
-    if base:
-        for v, ev in variants.items():
-            if v == base_name:
-                continue
-            parts = []
-            for d in domains:
-                a, b = ev.get("per_domain", {}).get(d), base.get("per_domain", {}).get(d)
-                dd = _delta(a, b)
-                if dd is not None:
-                    parts.append(f"{d} {_f(a)} vs {_f(b)} ({dd:+.3f})")
-            dm = _delta(ev.get("loss_macro"), base.get("loss_macro"))
-            if dm is not None:
-                word = "lower" if dm < 0 else "higher" if dm > 0 else "equal"
-                out.append(
-                    f"- {v}: domain-mean eval loss {_f(ev.get('loss_macro'))} vs {base_name} "
-                    f"{_f(base.get('loss_macro'))} ({dm:+.3f}, {word})"
-                    + (f"; per domain: {'; '.join(parts)}." if parts else ".")
-                )
-        out.append("")
-    return out
-
-
-def _delta(a: Any, b: Any) -> float | None:
-    try:
-        a, b = float(a), float(b)
-    except (TypeError, ValueError):
-        return None
-    return a - b if math.isfinite(a) and math.isfinite(b) else None
-
-
-def _section_collapse(results: Mapping[str, Any]) -> list[str]:
-    thr = float(results.get("collapse_threshold", 0.6))
-    n_exp = int(results["n_experts"])
-    rows, sentences = [], []
-    for v in _moe_variants(results):
-        r = results["variants"][v]
-        worst = None
-        for layer in _layer_keys(r["layers"]):
-            load = r["layers"][layer].get("load")
-            if not load:
-                continue
-            dead = load.get("dead")
-            live = n_exp - int(dead) if dead is not None else "n/a"
-            rows.append(
-                [
-                    v,
-                    layer,
-                    _f(load.get("top_share")),
-                    live,
-                    _f(load.get("entropy")),
-                    _f(load.get("lb")),
-                    _f(load.get("z")),
-                ]
-            )
-            if worst is None or float(load.get("top_share", 0)) > worst[1]:
-                worst = (layer, float(load.get("top_share", 0)))
-        c = r.get("collapse")
-        if c and c.get("detected"):
-            sentences.append(
-                f"- {v}: collapse detected at step {c.get('step')} in layer {c.get('layer')}: "
-                f"{c.get('reason') or 'top expert share ' + _f(c.get('share'))} "
-                f"(expert {c.get('expert')}, share {_f(c.get('share'))}, {c.get('live_experts')} live experts)."
-            )
-        elif worst is not None:
-            sentences.append(
-                f"- {v}: {'no collapse detected' if c else 'no collapse record'}; the largest "
-                f"top-expert share on eval is {_f(worst[1])} "
-                f"(layer {worst[0]}) against the threshold {_f(thr, 2)} and uniform {_f(1 / n_exp)}."
-            )
-    if not rows:
-        return []
-    return [
-        "## Load balance and collapse",
-        "",
-        f"Load on the eval set after training. Uniform top share is 1/{n_exp} = {_f(1 / n_exp)}; "
-        f"normalized load entropy H(f)/log E is 1 when balanced, 0 when one expert takes all; "
-        f"collapse is a top share above {_f(thr, 2)} (or too few experts receiving tokens) for "
-        "consecutive checks during training.",
-        "",
-        _table(
-            [
-                "variant",
-                "layer",
-                "top share",
-                "live experts",
-                "load entropy",
-                "LB value",
-                "z value",
-            ],
-            rows,
-        ),
-        "",
-        *sentences,
-        "",
-    ]
-
-
-def _section_domain(results: Mapping[str, Any]) -> list[str]:
-    items = list(_each_layer(results, "domain"))
-    if not items:
-        return []
-    n_exp = int(results["n_experts"])
-    n_dom = len(results["domains"])
-    rows = []
-    for v, layer, d in items:
-        top_dom = max(d["per_domain"], key=lambda k: d["per_domain"][k]["max_share"])
-        td = d["per_domain"][top_dom]
-        rows.append(
-            [
-                v,
-                layer,
-                _ci(d["mi_ratio"]),
-                _null(d["mi_ratio"]),
-                _p(d["mi_ratio"].get("p_value")),
-                f"{_f(td['max_share'])} ({top_dom} -> E{td['expert']}, lift {_f(td['lift'], 2)}x)",
-                _null(d["max_share"]),
-                _ci(d["mean_purity"]),
-                _null(d["mean_purity"]),
-            ]
-        )
-    out = [
-        "## Domain specialization",
-        "",
-        "I(E;D)/H(D) is the mutual information of top-1 expert and domain under equal domain priors, "
-        "as a fraction of the domain entropy log |D| (0: experts carry no domain information, 1: the "
-        "expert identifies the domain). Domain purity of an expert is max over domains of P(domain | "
-        f"expert) with equal priors (chance 1/{n_dom} = {_f(1 / n_dom)}). Max share is the largest "
-        f"P(expert | domain) (uniform 1/{n_exp} = {_f(1 / n_exp)}); lift is max share x {n_exp}. "
-        f"Baselines: domain labels shuffled across documents ({_shuffles(items)} shuffles; mean and 95th "
-        "percentile; p is the one-sided permutation p-value, at least 1/(shuffles+1)); CIs: 2.5-97.5 "
-        "percentiles over documents resampled within each domain.",
-        "",
-        _table(
-            [
-                "variant",
-                "layer",
-                "I(E;D)/H(D)",
-                "shuffled labels",
-                "p",
-                "max share",
-                "shuffled",
-                "mean purity",
-                "shuffled",
-            ],
-            rows,
-        ),
-        "",
-    ]
-    main = _main(results)
-    for v, layer, d in items:
-        if v != main:
+    for name in ("unigram", "bigram"):
+        rows.append({"model": f"{name} (counts)", "seed": "-",
+                     **{d: f3(one(t, variant="baselines", metric=f"{name}_loss_{d}")["value"]) for d in doms},
+                     "macro": f3(one(t, variant="baselines", metric=f"{name}_loss_macro")["value"]),
+                     "margin over bigram (macro, 95% CI)": "-"})
+    for v, s in runs(t, r.variants):
+        if v == "baselines":
             continue
-        m = d["mi_ratio"]
-        above = float(m.get("value", float("nan"))) > float(m.get("null_p95", float("nan")))
-        out.append(
-            f"- layer {layer}: I(E;D)/H(D) = {_ci(m)} vs {_f(m.get('null_mean'))} under shuffled domain "
-            f"labels (95th pct {_f(m.get('null_p95'))}); "
-            + ("above" if above else "not above")
-            + " the shuffled 95th percentile. "
-            + "; ".join(
-                f"{dom}: E{pd['expert']} takes {_f(pd['max_share'])} of its tokens ({_f(pd['lift'], 2)}x uniform, "
-                f"{_f(pd['null_mean'])} shuffled)"
-                for dom, pd in d["per_domain"].items()
-            )
-            + f". Mean purity {_f(d['mean_purity']['value'])} vs chance {_f(1 / n_dom)}."
-        )
-    out.append("")
-    return out
+        rows.append({"model": v, "seed": seed_label(s),
+                     **{d: f3(one(t, variant=v, seed=s, metric=f"eval_loss_{d}")["value"]) for d in doms},
+                     "macro": f3(one(t, variant=v, seed=s, metric="eval_loss_macro")["value"]),
+                     "margin over bigram (macro, 95% CI)": ci(one(t, variant=v, seed=s, metric="bigram_margin_macro"))})
+    out = ["## Language-model quality", "",
+           "Eval loss: next-token cross-entropy in nats per token on the held-out eval set, at each run's last step, "
+           "per domain and macro-averaged over domains; auxiliary losses are not included. Losses count only on this "
+           "vocabulary: the count baselines are fitted on the same train split in the same ids and scored on the same "
+           "targets, so the margin over the bigram (bigram loss minus model loss; positive: the model is better) is the "
+           "number that says whether a model learned more than which token follows which. Intervals: 95% paired "
+           "bootstrap over eval groups (templates, packages, articles).", "", md(pd.DataFrame(rows)), ""]
+    for v in ("base", "dense"):
+        for s in select(t, variant=v, metric="bigram_margin_macro")["seed"]:
+            worst = min(doms, key=lambda d: one(t, variant=v, seed=s, metric=f"bigram_margin_{d}")["value"])
+            mac = one(t, variant=v, seed=s, metric="bigram_margin_macro")
+            low = one(t, variant=v, seed=s, metric=f"bigram_margin_{worst}")
+            beats = all(one(t, variant=v, seed=s, metric=f"bigram_margin_{d}")["value"] > 0 for d in doms)
+            out.append(f"- {v} ({seed_text(s)}): {'beats' if beats else 'does NOT beat'} the same-vocabulary bigram "
+                       f"in {'every domain' if beats else 'every domain (' + worst + ': ' + f3(low['value']) + ')'}; "
+                       f"macro margin {ci(mac)} nats.")
+    deltas = select(t, metric="eval_loss_delta_macro")
+    if len(deltas):
+        out += ["", "Difference from dense at the same step and seed (variant minus dense; negative: the variant is "
+                "better), with 95% paired bootstrap intervals over eval groups; `pooled` averages the seeds' "
+                "differences, resampling groups jointly:", ""]
+        drows = []
+        for _, row in deltas.iterrows():
+            v, s = row["variant"], row["seed"]
+            drows.append({"variant": v, "seed": seed_label(s),
+                          **{d: ci(one(t, variant=v, seed=s, metric=f"eval_loss_delta_{d}")) for d in doms},
+                          "macro": ci(row)})
+        out += [md(pd.DataFrame(drows)), ""]
+        for _, row in deltas.iterrows():
+            steps = select(t, variant=row["variant"], metric="steps")["value"]
+            dsteps = select(t, variant="dense", metric="steps")["value"]
+            unequal = len(steps) and len(dsteps) and set(steps) != set(dsteps)
+            verdict = ("no evidence of a difference (the interval includes 0)" if row["ci_low"] <= 0 <= row["ci_high"]
+                       else ("better than dense" if row["ci_high"] < 0 else "worse than dense"))
+            out.append(f"- {row['variant']} ({seed_text(row['seed'])}): {ci(row)} nats: {verdict}"
+                       + ("; NOT at equal steps (the run stopped early), so the difference mixes the schedule in" if unequal else "")
+                       + ".")
+        spread = deltas.dropna(subset=["seed"]).groupby("variant")["value"]
+        for v, vals in spread:
+            if len(vals) > 1:
+                out.append(f"- {v}: over {len(vals)} seeds the macro difference ranges {f3(vals.min())} to {f3(vals.max())} "
+                           f"(mean {f3(vals.mean())}).")
+    return out + [""]
 
 
-def _shuffles(items: Sequence[tuple[str, str, Mapping[str, Any]]]) -> str:
-    ns = sorted({int(d.get("n_permutations", 0)) for _, _, d in items})
-    return "/".join(str(n) for n in ns) if ns else "n/a"
+def collapse(r: Results) -> list[str]:
+    t = r.table
+    rows, lines = [], []
+    for v in r.moe_variants():
+        for s in r.seeds(v):
+            for layer in r.layers(v):
+                top = one(t, variant=v, seed=s, layer=layer, metric="top_share")
+                live = one(t, variant=v, seed=s, layer=layer, metric="live_experts")
+                w_top = one(t, variant=v, seed=s, layer=layer, metric="top_share_window0")
+                w_live = one(t, variant=v, seed=s, layer=layer, metric="live_experts_window0")
+                rows.append({"variant": v, "seed": s, "layer": layer,
+                             "step 0 top share (eval)": f3(top["null_mean"]), "step 0 live (eval)": _int(live["null_mean"]),
+                             "step 0 top share (1st window)": f3(w_top["value"]) if w_top is not None else "-",
+                             "step 0 live (1st window)": _int(w_live["value"]) if w_live is not None else "-",
+                             "final top share": f3(top["value"]), "final live": _int(live["value"])})
+            lines.append(collapse_verdict(r, v, s))
+    n = r.n_experts
+    head = ["## Load balance and collapse, from step 0", "",
+            f"Top share: the largest expert's share of a layer's tokens (uniform 1/{n} = {1 / n:.3f}); live: experts "
+            f"receiving any token. Step 0 is the upcycled model before any update, on the eval set and on the batches "
+            f"of the first logging window; final is the trained model on the eval set. The collapse rule, checked on "
+            f"every logging window during training: a top share above {r.collapse_threshold:.2f} or too few live "
+            "experts, for consecutive checks. A collapse that is already there at step 0 is the initialization, not "
+            "something training did.", ""]
+    return head + [md(pd.DataFrame(rows)), ""] + lines + [""]
 
 
-def _section_token_identity(results: Mapping[str, Any]) -> list[str]:
-    rows, sentences = [], []
-    main = _main(results)
-    for v in _moe_variants(results):
-        layers = results["variants"][v]["layers"]
-        for layer in _layer_keys(layers):
-            h = layers[layer].get("heldout")
-            info = layers[layer].get("information")
-            if not h and not info:
-                continue
-            acc = (h or {}).get("accuracy", {})
-            row = [
-                v,
-                layer,
-                _f(acc.get("majority")),
-                _f(acc.get("domain")),
-                _f(acc.get("token")),
-                _f(acc.get("token_domain")),
-                _f((h or {}).get("tip_norm")),
-            ]
-            if info:
-                row += [
-                    f"{_f(info[k]['value'])} ({_f(info[k].get('null_mean'))})"
-                    for k in ("u_token", "u_domain", "u_domain_given_token")
-                ]
-            else:
-                row += ["n/a"] * 3
-            rows.append(row)
-            if v == main and h:
-                s = (
-                    f"- layer {layer}: the token id alone predicts {_pct(acc.get('token'))} of held-out routing "
-                    f"decisions vs {_pct(acc.get('majority'))} for the majority expert and "
-                    f"{_pct(acc.get('domain'))} for the domain alone (it removes {_pct(h.get('tip_norm'))} of the "
-                    f"majority baseline's errors); adding the domain gives {_pct(acc.get('token_domain'))} "
-                    f"({100 * float(h.get('domain_gain', float('nan'))):+.1f} points)."
-                )
-                if info:
-                    ut, ud, ug = info["u_token"], info["u_domain"], info["u_domain_given_token"]
-                    s += (
-                        f" The token id explains {_pct(ut['value'])} of routing entropy "
-                        f"({_pct(ut.get('null_mean'))} with experts shuffled), the domain {_pct(ud['value'])} "
-                        f"({_pct(ud.get('null_mean'))}), and the domain adds {_pct(ug['value'])} beyond the "
-                        f"token id ({_pct(ug.get('null_mean'))} with domains shuffled within each token id; "
-                        f"ids seen >= {info.get('min_token_count')} times, {_pct(info.get('token_fraction'))} "
-                        f"of tokens)."
-                    )
-                    excess_t = _excess(ut)
-                    excess_g = _excess(ug)
-                    if excess_g is not None and float(ug["value"]) <= float(
-                        ug.get("null_p95", math.inf)
-                    ):
-                        s += (
-                            " What the domain adds is within its shuffled baseline's 95th percentile: "
-                            "no evidence that the domain matters once the token id is known."
-                        )
-                    elif (
-                        excess_g is not None
-                        and excess_t is not None
-                        and excess_g > 0
-                        and excess_t > 0
-                    ):
-                        s += (
-                            f" Net of the shuffled baselines, the token id explains {_pct(excess_t)} of routing "
-                            f"entropy and the domain adds {_pct(excess_g)}: the token id accounts for "
-                            f"{excess_t / excess_g:.1f}x as much."
-                        )
-                sentences.append(s)
-    if not rows:
-        return []
-    return [
-        "## Token identity vs context",
-        "",
-        "Held-out accuracy: documents are split in two halves (seeded, within each domain); each "
-        "key's most frequent expert is fitted on one half and predicts the other, and the halves "
-        "swap, so every token is predicted once. Normalized token predictability = (token - "
-        "majority) / (1 - majority). U(E|X) = I(E;X)/H(E) is the share of routing entropy the token "
-        "id explains, U(E|D) the share the domain explains, U(E|D given X) = I(E;D|X)/H(E) what the "
-        "domain adds beyond the token id; in brackets each one's value under shuffling (experts "
-        "across tokens; domains within each token id), the size of the plug-in estimation bias.",
-        "",
-        _table(
-            [
-                "variant",
-                "layer",
-                "majority",
-                "domain",
-                "token id",
-                "token id + domain",
-                "norm. token predictability",
-                "U(E|X)",
-                "U(E|D)",
-                "U(E|D given X)",
-            ],
-            rows,
-        ),
-        "",
-        *sentences,
-        "",
-    ]
+def _int(x: float) -> str:
+    return "-" if x is None or math.isnan(x) else str(int(x))
 
 
-def _excess(m: Mapping[str, Any]) -> float | None:
-    """A value minus its shuffled-baseline mean (None when either is missing)."""
-    d = _delta(m.get("value"), m.get("null_mean"))
-    return d
+def collapse_verdict(r: Results, v: str, s: int) -> str:
+    t = r.table
+    det = one(t, variant=v, seed=s, metric="collapse_detected")
+    steps = one(t, variant=v, seed=s, metric="steps")
+    healthy0 = all(
+        (row := one(t, variant=v, seed=s, layer=layer, metric="live_experts")) is not None
+        and row["null_mean"] == r.n_experts
+        and one(t, variant=v, seed=s, layer=layer, metric="top_share")["null_mean"] <= r.collapse_threshold
+        for layer in r.layers(v))
+    start = "healthy at step 0 (every expert live, no top share above the threshold)" if healthy0 else \
+        "already unbalanced at step 0"
+    finals = "; ".join(
+        f"layer {layer}: top share {f3(one(t, variant=v, seed=s, layer=layer, metric='top_share')['value'])}, "
+        f"{_int(one(t, variant=v, seed=s, layer=layer, metric='live_experts')['value'])} live"
+        for layer in r.layers(v))
+    if det is not None and det["value"]:
+        c = select(r.collapses, variant=v, seed=s).iloc[0]
+        how = "so the collapse developed during training" if healthy0 else \
+            "so the rule fired on an imbalance the initialization already had"
+        return (f"- {v} (seed {s}): {start}; the collapse rule fired at step {int(c['step'])} in layer {int(c['layer'])} "
+                f"({c['reason']}), {how}. At the end: {finals}.")
+    return (f"- {v} (seed {s}): {start}; the collapse rule did not fire in {_int(steps['value'] if steps is not None else float('nan'))} "
+            f"steps. At the end: {finals}.")
 
 
-def _section_consecutive(results: Mapping[str, Any]) -> list[str]:
-    items = list(_each_layer(results, "consecutive"))
-    if not items:
-        return []
-    rows = [
-        [
-            v,
-            layer,
-            _f(c["rate"]),
-            _f(c["chance_load"]),
-            _f(c["lift_load"], 2) + "x",
-            _f(c.get("chance_domain")),
-            (_f(c.get("lift_domain"), 2) + "x") if "lift_domain" in c else "n/a",
-            f"{c['n_pairs']:,}",
-        ]
-        for v, layer, c in items
-    ]
-    main = _main(results)
-    sentences = [
-        f"- layer {layer}: adjacent tokens share their expert {_pct(c['rate'])} of the time vs "
-        f"{_pct(c['chance_load'])} for independent choices with the same loads ({_f(c['lift_load'], 2)}x)"
-        + (
-            f" and {_pct(c['chance_domain'])} if routing depended on the domain only."
-            if "chance_domain" in c
-            else "."
-        )
-        for v, layer, c in items
-        if v == main
-    ]
-    return [
-        "## Consecutive tokens",
-        "",
-        "Rate of adjacent token pairs within a document routed to the same expert; chance is "
-        "sum_i f_i^2 of the layer's load fractions; domain chance is sum_D w_D sum_i P(i|D)^2.",
-        "",
-        _table(
-            [
-                "variant",
-                "layer",
-                "same-expert rate",
-                "chance (loads)",
-                "lift",
-                "chance (domain)",
-                "lift",
-                "pairs",
-            ],
-            rows,
-        ),
-        "",
-        *sentences,
-        "",
-    ]
+def specialization(r: Results) -> list[str]:
+    t = r.table
+    rows, lines = [], []
+    for v in r.moe_variants():
+        for s in r.seeds(v):
+            for layer in r.layers(v):
+                for metric, label in LABELS.items():
+                    u = one(t, variant=v, seed=s, layer=layer, metric=metric, null="untrained")
+                    if u is None:
+                        continue
+                    sh = one(t, variant=v, seed=s, layer=layer, metric=metric, null="shuffled")
+                    rows.append({"variant": v, "seed": s, "layer": layer, "number": label, "trained": f3(u["value"]),
+                                 "untrained router: mean (5-95%)": f"{f3(u['null_mean'])} ({f3(u['null_p05'])}-{f3(u['null_p95'])})",
+                                 "trained - untrained": f"{u['value'] - u['null_mean']:+.3f}",
+                                 "p (untrained)": f"{u['p_value']:.3f}",
+                                 "95% CI (groups)": f"[{f3(sh['ci_low'])}, {f3(sh['ci_high'])}]" if sh is not None else "-",
+                                 "shuffled groups: mean (95th)": f"{f3(sh['null_mean'])} ({f3(sh['null_p95'])})" if sh is not None else "-"})
+                lines.append(specialization_verdict(t, v, s, layer))
+    head = ["## Domain specialization, against an untrained router", "",
+            "The untrained router is the same upcycled base with its router at initialization (one draw per router "
+            "seed; a run trained with seed s started from draw s). The three domains use different vocabularies, so "
+            "any router that depends on the token looks domain-specific: only a trained number above the untrained "
+            "range is something training did. I(E;D)/H(D): mutual information of top-1 expert and domain under equal "
+            "domain priors over log |D|; purity of an expert: max over domains of P(domain | expert) with equal priors "
+            "(chance 1/|D|); max share: the largest P(expert | domain); U(E|X): share of routing entropy the token id "
+            "explains; U(E|D given X): what the domain adds beyond the token id; same expert, next token: adjacent "
+            "tokens of a document routed alike; format test: routing of unchanged content tokens kept under a format "
+            "change. p (untrained) is the rank p-value (1 + #draws at or above the trained value) / (1 + #draws); "
+            "the verdict needs p <= 0.05, which takes at least 19 draws. The shuffled-groups null permutes the domain "
+            "labels of whole groups: it only shows that routing depends on the tokens.", "", md(pd.DataFrame(rows)), ""]
+    return head + lines + [""]
 
 
-def _section_saturation(results: Mapping[str, Any]) -> list[str]:
-    items = [(v, layer, s) for v, layer, s in _each_layer(results, "saturation") if s]
-    if not items:
-        return []
-    rows = [
-        [v, layer, r["step"], _f(r["agreement"]), _f(r["chance"])]
-        for v, layer, s in items
-        for r in s
-    ]
-    sentences = []
-    for v, layer, s in items:
-        first, last = s[0], s[-1]
-        sentences.append(
-            f"- {v} layer {layer}: the snapshot at step {first['step']} routes {_pct(first['agreement'])} of "
-            f"tokens as the final model does (chance {_pct(first['chance'])}); at step {last['step']} "
-            f"{_pct(last['agreement'])}."
-        )
-    return [
-        "## Router saturation",
-        "",
-        "Agreement of each saved snapshot's top-1 routing with the final model's on the same eval "
-        "tokens; chance is the agreement of independent routers with the same loads.",
-        "",
-        _table(["variant", "layer", "step", "agreement with final", "chance"], rows),
-        "",
-        *sentences,
-        "",
-    ]
+def specialization_verdict(t: pd.DataFrame, v: str, s: int, layer: int) -> str:
+    mi = one(t, variant=v, seed=s, layer=layer, metric="mi_ratio", null="untrained")
+    add = one(t, variant=v, seed=s, layer=layer, metric="u_domain_given_token", null="untrained")
+    if mi is None:
+        return f"- {v} (seed {s}) layer {layer}: no untrained-router null was measured."
+    above = mi["p_value"] <= 0.05
+    below = mi["value"] < mi["null_p05"]
+    verdict = ("training made the experts more domain-specific than an untrained router" if above else
+               "training made the experts LESS domain-specific than an untrained router" if below else
+               "no evidence that training made the experts more domain-specific than an untrained router")
+    extra = ""
+    if add is not None:
+        extra = (f"; the domain adds {f3(add['value'])} of routing entropy beyond the token id "
+                 f"({f3(add['null_mean'])} untrained)")
+    return (f"- {v} (seed {s}) layer {layer}: I(E;D)/H(D) {f3(mi['value'])} vs {f3(mi['null_mean'])} untrained "
+            f"(5-95% {f3(mi['null_p05'])}-{f3(mi['null_p95'])}, p = {mi['p_value']:.3f}): {verdict}{extra}.")
 
 
-def _section_format(results: Mapping[str, Any]) -> list[str]:
-    items = list(_each_layer(results, "format"))
-    if not items:
-        return []
-    domains = list(results["domains"])
+def token_identity(r: Results) -> list[str]:
+    t = r.table
     rows = []
-    for v, layer, f in items:
-        for kind, a in f.items():
-            per = a.get("per_group", {})
-            rows.append(
-                [v, layer, kind, f"{_f(a['agreement'])} ({_f(a['chance'])})"]
-                + [
-                    f"{_f(per[d]['agreement'])} ({_f(per[d]['chance'])})" if d in per else "n/a"
-                    for d in domains
-                ]
-                + [f"{a.get('n_tokens', 0):,}", _pct(a.get("coverage"))]
-            )
-    main = _main(results)
-    sentences = []
-    for v, layer, f in items:
-        if v != main or not f:
-            continue
-        lo = min(f, key=lambda k: f[k]["agreement"])
-        sentences.append(
-            f"- layer {layer}: unchanged content tokens keep their expert under every format change in at "
-            f"least {_pct(f[lo]['agreement'])} of cases (lowest: {lo}; chance {_pct(f[lo]['chance'])})."
-        )
-    return [
-        "## Format-artifact test",
-        "",
-        "The same eval documents routed with their format changed; agreement of the top-1 expert on "
-        "the content tokens whose text is unchanged (chance in brackets). High agreement means "
-        "content, not format, drives routing.",
-        "",
-        _table(
-            ["variant", "layer", "perturbation", "all"] + domains + ["tokens compared", "coverage"],
-            rows,
-        ),
-        "",
-        *sentences,
-        "",
-    ]
+    for v in r.moe_variants():
+        for s in r.seeds(v):
+            for layer in r.layers(v):
+                row = {"variant": v, "seed": s, "layer": layer}
+                for k in ("majority", "domain", "token", "token_domain"):
+                    row[k.replace("_", " + ")] = f3(one(t, variant=v, seed=s, layer=layer, metric=f"heldout_{k}")["value"])
+                for m, label in (("u_token", "U(E|X)"), ("u_domain", "U(E|D)"), ("u_domain_given_token", "U(E|D given X)")):
+                    x = select(t, variant=v, seed=s, layer=layer, metric=m)
+                    x = x[x["null"] != "untrained"].iloc[0]
+                    row[label] = f"{f3(x['value'])} ({f3(x['null_mean'])})"
+                rows.append(row)
+    return ["## Token identity vs context", "",
+            "Held-out accuracy of predicting a token's top-1 expert: the eval groups are split in two halves within "
+            "each domain, each key's most frequent expert is fitted on one half and predicts the other, and the halves "
+            "swap. Keys: one global expert (majority), the domain, the token id, both. In brackets after U(...): the "
+            "value under shuffling (the plug-in estimation bias).", "", md(pd.DataFrame(rows)), ""]
 
 
-def _section_train_eval(results: Mapping[str, Any]) -> list[str]:
-    items = list(_each_layer(results, "train_eval"))
-    if not items:
-        return []
-    out = ["## Eval vs train routing", ""]
-    rows = [
-        [v, layer, dom, _f(a["same"]), _f(a["other_domains"])]
-        for v, layer, te in items
-        for dom, a in te.get("overlap", {}).items()
-    ]
-    if rows:
-        out += [
-            "Overlap sum_i min(P_train(i|D), P_eval(i|D)) of a domain's expert distribution on train and "
-            "eval tokens (1 = identical), against its overlap with the other domains' eval distribution.",
-            "",
-            _table(
-                ["variant", "layer", "domain", "overlap train/eval", "overlap with other domains"],
-                rows,
-            ),
-            "",
-        ]
+def consecutive(r: Results) -> list[str]:
+    t = r.table
     rows = []
-    for v, layer, te in items:
-        t = te.get("transfer")
-        if not t:
-            continue
-        h = results["variants"][v]["layers"][layer].get("heldout", {})
-        acc, hacc = t["accuracy"], h.get("accuracy", {})
-        rows.append(
-            [
-                v,
-                layer,
-                _f(acc["majority"]),
-                f"{_f(acc['token'])} ({_f(hacc.get('token'))})",
-                f"{_f(acc['token_domain'])} ({_f(hacc.get('token_domain'))})",
-                _pct(t.get("coverage")),
-            ]
-        )
-    if rows:
-        out += [
-            "Token-id and (token id, domain) -> expert maps fitted on train tokens, tested on eval tokens; "
-            "in brackets the same accuracy within the eval set (two halves of its documents). Similar "
-            "numbers mean the routing learned on train carries over to unseen documents.",
-            "",
-            _table(
-                [
-                    "variant",
-                    "layer",
-                    "majority (train-fitted)",
-                    "token id",
-                    "token id + domain",
-                    "eval ids seen in train",
-                ],
-                rows,
-            ),
-            "",
-        ]
-    return out
+    for v in r.moe_variants():
+        for s in r.seeds(v):
+            for layer in r.layers(v):
+                c = select(t, variant=v, seed=s, layer=layer, metric="consecutive_rate").iloc[0]
+                u = one(t, variant=v, seed=s, layer=layer, metric="consecutive_rate", null="untrained")
+                d = one(t, variant=v, seed=s, layer=layer, metric="consecutive_domain_chance")
+                rows.append({"variant": v, "seed": s, "layer": layer, "same-expert rate": f3(c["value"]),
+                             "chance (loads)": f3(c["chance"]), "chance (domain only)": f3(d["value"]),
+                             "untrained router": f3(u["null_mean"]) if u is not None else "-"})
+    return ["## Consecutive tokens", "",
+            "Rate of adjacent token pairs of a document (within one packed block) routed to the same expert; chance "
+            "from the loads is sum_i f_i^2, from the domain alone sum_D w_D sum_i P(i|D)^2.", "", md(pd.DataFrame(rows)), ""]
 
 
-def _section_token_types(results: Mapping[str, Any]) -> list[str]:
-    main = _main(results)
-    items = [(v, layer, t) for v, layer, t in _each_layer(results, "token_types") if v == main]
-    if not items:
+def saturation(r: Results) -> list[str]:
+    if r.saturation.empty:
         return []
+    df = r.saturation[["variant", "seed", "layer", "step", "agreement", "chance"]].copy()
+    df["agreement"], df["chance"] = df["agreement"].map(f3), df["chance"].map(f3)
+    return ["## Router saturation", "",
+            "Agreement of each saved snapshot's top-1 routing with the final model's on the same eval tokens; chance is "
+            "the agreement of independent routers with the same loads.", "", md(df), ""]
+
+
+def format_test(r: Results) -> list[str]:
+    if r.format_test.empty:
+        return []
+    wide = r.format_test.pivot_table(index=["variant", "seed", "layer", "perturbation"], columns="domain",
+                                     values="agreement", sort=False).reset_index()
+    for c in wide.columns[4:]:
+        wide[c] = wide[c].map(f3)
+    return ["## Format-artifact test", "",
+            "The same eval documents routed with their format changed; agreement of the top-1 expert on content tokens "
+            "whose text is unchanged. The untrained router's value is in the specialization table (format test).", "",
+            md(wide), ""]
+
+
+def train_eval(r: Results) -> list[str]:
+    if r.train_eval.empty:
+        return []
+    df = r.train_eval.copy()
+    df["same"], df["other_domains"] = df["same"].map(f3), df["other_domains"].map(f3)
+    return ["## Eval vs train routing", "",
+            "Overlap sum_i min(P_train(i|D), P_eval(i|D)) of a domain's expert distribution on train and eval tokens "
+            "(1 = identical), against its overlap with the other domains' eval distribution.", "",
+            md(df.rename(columns={"same": "train/eval overlap", "other_domains": "overlap with other domains"})), ""]
+
+
+def token_types(r: Results) -> list[str]:
+    if r.token_types.empty:
+        return []
+    df = r.token_types.copy()
+    df["lift"] = (df["share"] / df["share_all"]).map(lambda x: f"{x:.2f}x")
+    df["expert"] = "E" + df["expert"].astype(str)
+    for c in ("share", "share_all"):
+        df[c] = df[c].map(f3)
+    return [f"## Python token types ({r.main_variant})", "",
+            "Code eval tokens labelled by the `tokenize` type of most of their characters; the expert that takes the "
+            "largest share of each type, against that expert's share of all code tokens.", "", md(df), ""]
+
+
+def knockout(r: Results) -> list[str]:
+    if r.knockout.empty:
+        return []
+    k = r.knockout
     rows = []
-    for _v, layer, t in items:
-        load = t["load"]
-        for i, name in enumerate(t["types"]):
-            n = t["n_tokens"].get(name, 0)
-            if not n:
-                continue
-            frac = t["fractions"][i]
-            e = max(range(len(frac)), key=lambda j: frac[j])
-            rows.append(
-                [
-                    layer,
-                    name,
-                    f"{n:,}",
-                    f"E{e}",
-                    _f(frac[e]),
-                    _f(load[e]),
-                    _f(frac[e] / load[e], 2) + "x" if load[e] else "n/a",
-                ]
-            )
-    return [
-        f"## Python token types ({main})",
-        "",
-        "Code eval tokens labelled by the `tokenize` type of the majority of their characters; the "
-        "expert that takes the largest share of each type, against that expert's share of all code "
-        "tokens.",
-        "",
-        _table(
-            ["layer", "type", "tokens", "top expert", "share of type", "share of all code", "lift"],
-            rows,
-        ),
-        "",
-    ]
+    for layer, g in k.groupby("layer"):
+        worst = g.loc[g["delta"].idxmax()]
+        corr = np.corrcoef(g["delta"], g["share"])[0, 1] if g["delta"].std() > 0 and g["share"].std() > 0 else float("nan")
+        rows.append({"layer": layer, "largest loss increase": f"{f3(worst['delta'])} (E{int(worst['expert'])}, {worst['domain']})",
+                     "mean change": f3(g["delta"].mean()), "corr(change, routed share)": f3(corr)})
+    return ["## Expert knockout", "",
+            "Each expert disabled in turn (its tokens go to their next choice); change of eval loss per domain in nats "
+            "per token. A domain's loss changes more the more of its tokens an expert takes, so a correlation of the "
+            "change with the routed share is expected without any functional specialization; no chance level for "
+            "'the most hurt domain is the most routed one' is claimed.", "", md(pd.DataFrame(rows)), ""]
 
 
-def _section_knockout(results: Mapping[str, Any]) -> list[str]:
-    items = list(_each_layer(results, "knockout"))
-    if not items:
-        return []
-    rows = [
-        [
-            v,
-            layer,
-            f"{_f(k['max_delta'])} (E{k['max_delta_expert']}, {k['max_delta_domain']})",
-            _f(k["mean_delta"]),
-            f"{_f(k.get('match_rate'))} ({_f(k.get('chance_match'))})",
-            _f(k.get("corr_delta_share")),
-        ]
-        for v, layer, k in items
-    ]
-    return [
-        "## Expert knockout",
-        "",
-        "Each expert disabled in turn (its tokens go to their next choice); change of eval loss per "
-        "domain in nats per token. Match rate: fraction of experts whose most hurt domain is the "
-        "domain that routes the most tokens to them (chance in brackets).",
-        "",
-        _table(
-            [
-                "variant",
-                "layer",
-                "largest loss increase",
-                "mean change",
-                "match rate (chance)",
-                "corr(change, routed share)",
-            ],
-            rows,
-        ),
-        "",
-    ]
-
-
-def build_report(results: Mapping[str, Any]) -> str:
-    """The Markdown report for `results` (schema in the module docstring)."""
-    for key in ("domains", "n_experts", "variants"):
-        if key not in results:
-            raise ValueError(f"analysis results lack `{key}`; the analyze stage must fill it")
-    out = [f"# {results.get('title', 'MoE routing analysis')}", ""]
-    setup = results.get("setup")
-    if setup:
-        out += [_table(["setting", "value"], [[k, v] for k, v in setup.items()]), ""]
-    skipped = [(v, r["skipped"]) for v, r in results["variants"].items() if r.get("skipped")]
-    if skipped:
-        out += [f"- {v}: routing metrics skipped ({why})." for v, why in skipped] + [""]
-    if not _moe_variants(results):
-        out += ["No variant has routing results; routing sections are omitted.", ""]
-    for section in (
-        _section_quality,
-        _section_collapse,
-        _section_domain,
-        _section_token_identity,
-        _section_consecutive,
-        _section_saturation,
-        _section_format,
-        _section_train_eval,
-        _section_token_types,
-        _section_knockout,
-    ):
-        out += section(results)
-    figs = results.get("figures") or []
-    if figs:
-        out += ["## Figures", ""]
-        for f in figs:
-            out += [f"![{f.get('caption', '')}]({f['path']})", "", f"*{f.get('caption', '')}*", ""]
-    notes = results.get("notes") or []
-    if notes:
-        out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    return "\n".join(out).rstrip() + "\n"
+def build_report(r: Results) -> str:
+    setup = pd.DataFrame({"setting": list(r.setup), "value": list(r.setup.values())})
+    parts = ["# MoE routing analysis", "", md(setup), ""]
+    parts += quality(r)
+    if r.moe_variants():
+        parts += collapse(r) + specialization(r) + token_identity(r) + consecutive(r) + saturation(r)
+        parts += format_test(r) + train_eval(r) + token_types(r) + knockout(r)
+    if r.figures:
+        parts += ["## Figures", ""]
+        for path, caption in r.figures:
+            parts += [f"![{caption}]({path})", "", f"*{caption}*", ""]
+    if r.notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in r.notes] + [""]
+    return "\n".join(parts).rstrip() + "\n"

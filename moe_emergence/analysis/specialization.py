@@ -12,15 +12,16 @@ Definitions (each computed once, here):
   Equal priors make the number independent of how many eval tokens each
   domain happens to have (the eval set is not balanced).
 
-Baselines, both over documents because tokens of a document are not
-independent:
-- permutation: the domain labels of whole documents are shuffled across
-  documents (each domain keeps its number of documents); the metric's mean
-  and 95th percentile over shuffles, and a one-sided p-value.
-- bootstrap: documents resampled with replacement within each domain; the
+Baselines, both over groups (a math template, a stdlib package, an article):
+the tokens of a document are not independent, and neither are the documents
+of one template, which differ only in names and numbers.
+- permutation: the domain labels of whole groups are shuffled across groups
+  (each domain keeps its number of groups); the metric's mean and 95th
+  percentile over shuffles, and a one-sided p-value.
+- bootstrap: groups resampled with replacement within each domain; the
   2.5-97.5 percentile interval.
-Both are vectorized: per-document expert counts are reduced to one [D, E]
-table per draw by a matrix product, never a loop over tokens.
+Both are vectorized: per-group expert counts are reduced to one [D, E] table
+per draw by a matrix product, never a loop over tokens.
 """
 
 from __future__ import annotations
@@ -121,12 +122,12 @@ def domain_mi_ratio(counts: np.ndarray) -> np.ndarray:
         return np.where(n >= 2, np.clip(mi, 0.0, None) / np.log(np.maximum(n, 2)), np.nan)
 
 
-def document_counts(
+def unit_counts(
     expert: np.ndarray, domain: np.ndarray, doc: np.ndarray, n_experts: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-document expert counts [n_docs, E], each document's domain [n_docs], and its id.
+    """Per-unit (group) expert counts [n_units, E], each unit's domain [n_units], and its id.
 
-    Raises if a document carries more than one domain (the unit of shuffling
+    Raises if a unit carries more than one domain (the unit of shuffling
     must be domain-pure).
     """
     expert = np.asarray(expert, dtype=np.int64)
@@ -142,7 +143,7 @@ def document_counts(
     if mixed.any():
         bad = doc_ids[d[np.argmax(mixed)]]
         raise ValueError(
-            f"document {bad!r} has tokens of more than one domain; document ids must be domain-pure"
+            f"group {bad!r} has tokens of more than one domain; resampling units must be domain-pure"
         )
     return counts, dom_of_doc, doc_ids
 
@@ -159,7 +160,7 @@ def permuted_tables(
     n_permutations: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """[P, D, E] tables with document domain labels shuffled across documents."""
+    """[P, D, E] tables with the units' domain labels shuffled across units."""
     n_docs, n_exp = doc_counts.shape
     out = np.empty((n_permutations, n_domains, n_exp))
     c = doc_counts.astype(np.float64)
@@ -177,7 +178,7 @@ def bootstrap_tables(
     n_bootstrap: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """[B, D, E] tables from documents resampled with replacement within each domain."""
+    """[B, D, E] tables from units resampled with replacement within each domain."""
     n_exp = doc_counts.shape[1]
     out = np.zeros((n_bootstrap, n_domains, n_exp))
     for dom in range(n_domains):
@@ -203,16 +204,26 @@ def with_baselines(value: float, null: np.ndarray, boot: np.ndarray) -> dict[str
         "ci_low": float(np.percentile(boot, 2.5)) if boot.size else nan,
         "ci_high": float(np.percentile(boot, 97.5)) if boot.size else nan,
         "null_mean": float(null.mean()) if null.size else nan,
+        "null_p05": float(np.percentile(null, 5)) if null.size else nan,
         "null_p95": float(np.percentile(null, 95)) if null.size else nan,
         # one-sided: how often a shuffle is at least as large (the +1 keeps p > 0)
         "p_value": float((1 + np.sum(null >= value)) / (1 + null.size)) if null.size else nan,
     }
 
 
+def point_metrics(counts: np.ndarray) -> dict[str, float]:
+    """The three domain numbers of one [D, E] table, without resampling."""
+    return {
+        "mi_ratio": float(domain_mi_ratio(counts)),
+        "max_share": float(max_share(counts).max()),
+        "mean_purity": float(mean_purity(counts)),
+    }
+
+
 def domain_specialization(
     expert: np.ndarray,
     domain: np.ndarray,
-    doc: np.ndarray,
+    unit: np.ndarray,
     n_experts: int,
     domain_names: Sequence[str],
     *,
@@ -222,9 +233,10 @@ def domain_specialization(
 ) -> dict[str, Any]:
     """All domain-specialization numbers of one layer with their baselines (JSON-ready).
 
-    `domain` holds codes into `domain_names` (or the names themselves).
-    Returned keys: domains, n_experts, n_tokens, n_docs, tokens_per_domain,
-    docs_per_domain, counts [D][E], p_expert_given_domain [D][E],
+    `domain` holds codes into `domain_names` (or the names themselves); `unit`
+    the resampling unit of every token (its group).
+    Returned keys: domains, n_experts, n_tokens, n_units, tokens_per_domain,
+    units_per_domain, counts [D][E], p_expert_given_domain [D][E],
     uniform_share, chance_purity, priors ("equal"), n_permutations,
     n_bootstrap; `mi_ratio`, `max_share`, `mean_purity` as
     {value, ci_low, ci_high, null_mean, null_p95, p_value}; `per_domain`
@@ -237,7 +249,7 @@ def domain_specialization(
     if expert.size and (expert.min() < 0 or expert.max() >= n_experts):
         raise ValueError(f"expert indices must lie in 0..{n_experts - 1}")
     rng = np.random.default_rng(seed)
-    dc, ddom, _ = document_counts(expert, codes, doc, n_experts)
+    dc, ddom, _ = unit_counts(expert, codes, unit, n_experts)
     table = np.zeros((n_dom, n_experts))
     np.add.at(table, ddom, dc)
     perm = permuted_tables(dc, ddom, n_dom, n_permutations, rng)
@@ -255,9 +267,9 @@ def domain_specialization(
         "domains": names,
         "n_experts": n_experts,
         "n_tokens": int(expert.size),
-        "n_docs": int(len(ddom)),
+        "n_units": int(len(ddom)),
         "tokens_per_domain": {n: int(t) for n, t in zip(names, table.sum(axis=1), strict=True)},
-        "docs_per_domain": {n: int((ddom == i).sum()) for i, n in enumerate(names)},
+        "units_per_domain": {n: int((ddom == i).sum()) for i, n in enumerate(names)},
         "counts": table.astype(np.int64).tolist(),
         "p_expert_given_domain": p.tolist(),
         "uniform_share": 1.0 / n_experts,

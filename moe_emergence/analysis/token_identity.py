@@ -269,36 +269,3 @@ def routing_information(
         },
         "n_shuffles": n_shuffles,
     }
-
-
-def top_tokens_per_expert(
-    expert: np.ndarray,
-    token_id: np.ndarray,
-    n_experts: int,
-    *,
-    min_token_count: int = 10,
-    k: int = 10,
-) -> list[list[dict[str, float]]]:
-    """Per expert, the k ids (seen >= min_token_count times) that it takes the largest share of.
-
-    Each entry: token_id, count (occurrences routed to the expert), share
-    (that count over all occurrences of the id). Ties go to the more frequent id.
-    """
-    expert = np.asarray(expert, dtype=np.int64)
-    ids, tok, freq = np.unique(np.asarray(token_id), return_inverse=True, return_counts=True)
-    counts = np.bincount(tok * n_experts + expert, minlength=len(ids) * n_experts).reshape(
-        len(ids), n_experts
-    )
-    share = counts / freq[:, None]
-    eligible = freq >= min_token_count
-    out = []
-    for i in range(n_experts):
-        cand = np.flatnonzero(eligible & (counts[:, i] > 0))
-        order = cand[np.lexsort((-counts[cand, i], -share[cand, i]))][:k]
-        out.append(
-            [
-                {"token_id": int(ids[j]), "count": int(counts[j, i]), "share": float(share[j, i])}
-                for j in order
-            ]
-        )
-    return out

@@ -36,6 +36,7 @@ from moe_emergence.data.documents import SPLITS, domain_files
 from moe_emergence.data.errors import DataError
 from moe_emergence.data.packed import FORMAT_VERSION, packed_schema
 from moe_emergence.data.tokenizer import Tokenizer, load_tokenizer
+from moe_emergence.data.vocab import VOCAB_FILE, Vocab, count_ids
 
 ROWS_PER_BATCH = 1024
 DOCS_PER_BATCH = 512
@@ -158,6 +159,18 @@ def tokenize_domain(tok: Tokenizer, path: Path, domain: str, block_size: int, sc
     return {s: {**packers[s].close(), "chars": chars[s]} for s in SPLITS}
 
 
+def _vocab_report(vocab: Vocab, counts: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Size of the model vocabulary and the share of each split's tokens that become UNK."""
+    kept = np.zeros(vocab.source_size, dtype=bool)
+    kept[list(vocab.kept_ids) if vocab.kept_ids is not None else slice(None)] = True
+    out: dict[str, Any] = {"size": vocab.size, "kept_ids": int(kept.sum())}
+    for s, c in counts.items():
+        total = int(c.sum())
+        out[f"{s}_unk_rate"] = round(float(c[~kept].sum()) / max(1, total), 6)
+        out[f"{s}_distinct_ids"] = int((c > 0).sum())
+    return out
+
+
 def run_pack(pp: PackParams, sampled_dir: str | Path, out_dir: str | Path, report: str | Path,
              tok: Tokenizer | None = None) -> dict[str, Any]:
     files = domain_files(sampled_dir, "sample")
@@ -226,6 +239,14 @@ def run_pack(pp: PackParams, sampled_dir: str | Path, out_dir: str | Path, repor
         n_eval = _write_rechunked(tmp / "eval.arrow", packed_schema(pp.block_size, {**meta, "split": "eval"}),
                                   eval_pieces())
         shutil.rmtree(work)
+        counts = {s: np.zeros(tok.vocab_size, dtype=np.int64) for s in SPLITS}
+        for s in SPLITS:
+            for batch in _batches(tmp / f"{s}.arrow"):
+                counts[s] += count_ids(batch.column("input_ids").values.to_numpy(zero_copy_only=False),
+                                       tok.vocab_size)
+        vocab = Vocab.from_counts(counts["train"], pp.vocab_min_count, always=(tok.eos_id,))
+        write_json(tmp / VOCAB_FILE, {**vocab.to_dict(), "min_count": pp.vocab_min_count,
+                                      "counted_on": "train.arrow", "tokenizer": tok.name})
 
     for w in warnings:
         print(f"pack: warning: {w}", file=sys.stderr)
@@ -242,6 +263,7 @@ def run_pack(pp: PackParams, sampled_dir: str | Path, out_dir: str | Path, repor
         "eval": {"domains": stats["eval"], "blocks": n_eval, "tokens": n_eval * pp.block_size},
         "block_size": pp.block_size,
         "tokenizer": {"name": tok.name, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id},
+        "model_vocab": _vocab_report(vocab, counts),
         "warnings": warnings,
     }
     write_json(report, summary)

@@ -99,3 +99,10 @@ def load_packed(path: str | Path) -> PackedData:
         raise DataError(f"{path}: token id {int(ids.max())} is outside the vocabulary ({meta.get('vocab_size')})")
     domains = np.asarray(table.column("domain").to_pylist(), dtype=object)
     return PackedData(ids=ids, domains=domains, table=table, meta=meta)
+
+
+def spread_rows(ids: np.ndarray, n: int) -> np.ndarray:
+    """`n` rows of `ids` spread evenly over it, as int64 (the train file holds the domains one
+    after another, so every domain is represented): the calibration batch of the router init."""
+    idx = np.unique(np.linspace(0, len(ids) - 1, num=min(n, len(ids))).astype(np.int64))
+    return np.asarray(ids[idx], dtype=np.int64)

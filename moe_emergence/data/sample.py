@@ -7,6 +7,13 @@ size relative to train. Documents are shuffled with a local RNG seeded from
 (seed, domain, split), in doc-id order first so that the input order does not
 matter, then taken while the running total is under the budget (the check
 comes before adding, so the last document can overshoot, as in the reference).
+
+Eval is drawn across its groups rather than as one prefix: the groups (a
+template, a package, an article) in a seeded order, one document of each in
+turn, then a second of each, and so on, until the eval budget is reached and at
+least `eval_min_groups` groups are in (or every eval group is). A prefix of a
+shuffle of long documents keeps a handful of them, and the analysis resamples
+groups: a handful of groups carries no interval.
 """
 
 from __future__ import annotations
@@ -43,6 +50,32 @@ def shuffled_prefix(doc_ids: list[str], n_chars: list[int], budget: int, rng: ra
     return taken
 
 
+def round_robin_prefix(
+    doc_ids: list[str], group_ids: list[str], n_chars: list[int], budget: int, min_groups: int,
+    rng: random.Random,
+) -> list[int]:
+    """Indices of documents taken one per group in turn (groups and their documents in a
+    seeded order) until `budget` characters are reached and `min_groups` groups are covered."""
+    by_group: dict[str, list[int]] = {}
+    for i in sorted(range(len(doc_ids)), key=doc_ids.__getitem__):
+        by_group.setdefault(group_ids[i], []).append(i)
+    groups = sorted(by_group)
+    rng.shuffle(groups)
+    for g in groups:
+        rng.shuffle(by_group[g])
+    taken: list[int] = []
+    total = 0
+    rounds = max((len(v) for v in by_group.values()), default=0)
+    for r in range(rounds):
+        for k, g in enumerate(groups):
+            if total >= budget and (r > 0 or k >= min_groups):
+                return taken
+            if r < len(by_group[g]):
+                taken.append(by_group[g][r])
+                total += n_chars[by_group[g][r]]
+    return taken
+
+
 def sample_domain(table: pa.Table, domain: str, sp: SampleParams) -> tuple[pa.Table, dict[str, Any]]:
     budget = budget_chars(sp.size_mb)
     split_col = table.column("split")
@@ -69,10 +102,15 @@ def sample_domain(table: pa.Table, domain: str, sp: SampleParams) -> tuple[pa.Ta
         ids = part.column("doc_id").to_pylist()
         n = part.column("n_chars").to_pylist()
         rng = random.Random(f"{sp.seed}/{domain}/{s}")  # str seeds hash with SHA-512: stable
-        idx = shuffled_prefix(ids, n, budgets[s], rng)
+        if s == "eval":
+            groups = part.column("group_id").to_pylist()
+            idx = round_robin_prefix(ids, groups, n, budgets[s], sp.eval_min_groups, rng)
+        else:
+            idx = shuffled_prefix(ids, n, budgets[s], rng)
         out_parts.append(part.take(pa.array(idx, type=pa.int64())))
         report["available"][s] = {"docs": len(ids), "chars": chars[s]}
-        report["sampled"][s] = {"docs": len(idx), "chars": sum(n[i] for i in idx), "budget_chars": budgets[s]}
+        report["sampled"][s] = {"docs": len(idx), "chars": sum(n[i] for i in idx), "budget_chars": budgets[s],
+                                "groups": len(set(part.column("group_id").take(pa.array(idx, type=pa.int64())).to_pylist()))}
     if warning:
         report["warning"] = warning
     out = pa.concat_tables(out_parts).replace_schema_metadata(table.schema.metadata)

@@ -9,7 +9,10 @@ in u order: while eval holds more than the cap, the groups with the largest u
 leave; while it holds fewer than the rule's count, the train groups with the
 smallest u join (a group that would break the cap is skipped). Only these
 top-up groups can change sides when the corpus grows. With `eval_count`, eval
-is filled in u order to that many documents instead.
+is filled in u order to that many documents instead. Last, eval gets at least
+`eval_min_groups` groups (in u order, whatever the document cap says, while
+train keeps at least as many): the group is the unit of resampling in the
+analysis, and a handful of groups cannot carry an interval.
 
 Leakage proof. (1) No content hash is on both sides: an eval document whose
 normalised text equals a train document's is dropped (fetch's dedupe makes
@@ -59,6 +62,7 @@ class Assignment:
     by_hash: int  # eval groups chosen by the hash threshold alone
     removed_for_cap: int
     added_for_floor: int
+    added_for_groups: int = 0  # groups added to reach split.eval_min_groups
 
 
 def assign_groups(group_sizes: dict[str, int], sp: SplitParams) -> Assignment:
@@ -83,7 +87,16 @@ def assign_groups(group_sizes: dict[str, int], sp: SplitParams) -> Assignment:
             in_eval.add(g)
             size += group_sizes[g]
             added += 1
-    return Assignment(frozenset(in_eval), by_hash, removed, added)
+    # At least eval_min_groups groups, never more than half of them: train keeps the majority.
+    want_groups = min(sp.eval_min_groups, len(order) // 2)
+    added_groups = 0
+    for g in order:
+        if len(in_eval) >= want_groups:
+            break
+        if g not in in_eval:
+            in_eval.add(g)
+            added_groups += 1
+    return Assignment(frozenset(in_eval), by_hash, removed, added, added_groups)
 
 
 def split_domain(table: pa.Table, sp: SplitParams) -> tuple[pa.Table, dict[str, Any]]:
@@ -145,6 +158,7 @@ def split_domain(table: pa.Table, sp: SplitParams) -> tuple[pa.Table, dict[str, 
         "eval_rule": {
             "min_docs": lo, "max_docs": hi, "groups_by_hash": a.by_hash,
             "groups_removed_for_cap": a.removed_for_cap, "groups_added_for_floor": a.added_for_floor,
+            "groups_added_for_min_groups": a.added_for_groups, "min_groups": sp.eval_min_groups,
         },
         "leakage": {
             "exact_dropped": len(exact),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,39 @@ def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
                 raise CheckpointError(f"{directory}: active experts of block {i} differ between sidecar and weights")
     model.eval()
     return model, side
+
+
+def check_sidecar(
+    side: Mapping[str, Any], directory: Path, variant: str, mp: ModelParams, moe: bool, stage: str
+) -> None:
+    """Raise CheckpointError when a checkpoint's sidecar disagrees with what params.yaml says it is."""
+    problems = []
+    cfg = side.get("gpt2_config") or {}
+    if mp.init == "scratch":
+        for key in ("n_layer", "n_embd", "n_head", "n_positions"):
+            want, got = getattr(mp.arch, key), cfg.get(key)
+            if got != want:
+                problems.append(f"{key} is {got}, params.yaml model.arch.{key} is {want}")
+    spec = side.get("moe")
+    if moe and spec is None:
+        problems.append("it is a dense model, but the variant is a MoE variant")
+    elif not moe and spec is not None:
+        problems.append("it has MoE layers, but the variant is dense")
+    elif moe:
+        checks = (
+            ("moe_layers", sorted(spec.get("moe_layers", [])), sorted(mp.moe_layers)),
+            ("n_experts", spec.get("n_experts"), mp.n_experts),
+            ("top_k", spec.get("top_k"), mp.top_k),
+            ("ghost_experts", spec.get("ghost_experts"), mp.ghost_experts),
+        )
+        problems += [
+            f"{k} is {got}, params.yaml says {want}" for k, got, want in checks if got != want
+        ]
+    saved_as = (side.get("extra") or {}).get("variant")
+    if saved_as is not None and saved_as != variant:
+        problems.append(f"it was saved as variant {saved_as!r}")
+    if problems:
+        raise CheckpointError(
+            f"{directory / 'model.json'} does not match params.yaml for variant {variant!r}: "
+            f"{'; '.join(problems)}. The model is stale: run `dvc repro {stage}`"
+        )

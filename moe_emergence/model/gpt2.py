@@ -143,7 +143,30 @@ def _init_scratch_(mlp: nn.Module, initializer_range: float, n_layer: int, gen: 
             conv.bias.zero_()
 
 
-def to_moe(dense: GPT2LMHeadModel, mp: ModelParams, seed: int) -> GPT2LMHeadModel:
+@torch.no_grad()
+def mlp_inputs(model: GPT2LMHeadModel, ids: torch.Tensor, blocks: list[int]) -> dict[int, torch.Tensor]:
+    """What the MLP of each of `blocks` sees (its `ln_2` output) on [B, T] model ids: {block: [B*T, d]}."""
+    out: dict[int, torch.Tensor] = {}
+    hooks = [
+        model.transformer.h[i].ln_2.register_forward_hook(
+            lambda _m, _inp, y, i=i: out.__setitem__(i, y.detach().reshape(-1, y.shape[-1]).float().cpu())
+        )
+        for i in blocks
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        model.transformer(input_ids=ids.to(next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return out
+
+
+def to_moe(
+    dense: GPT2LMHeadModel, mp: ModelParams, seed: int, calibration: torch.Tensor | None = None
+) -> GPT2LMHeadModel:
     """Swap `block.mlp` of the blocks in `mp.moe_layers` for MoE layers, IN PLACE.
 
     The dense model is modified and returned (deep-copy it first to keep it).
@@ -152,7 +175,10 @@ def to_moe(dense: GPT2LMHeadModel, mp: ModelParams, seed: int) -> GPT2LMHeadMode
       `mp.upcycle_noise` * std(param) per parameter (0 gives exact copies, and
       logits equal to the dense model's);
     - moe_init "scratch": each freshly initialized with GPT-2's init.
-    The router is N(0, initializer_range). All randomness comes from `seed`.
+    The router is N(0, initializer_range); with `mp.router_init` "centered" it is
+    then made blind to the hidden states' common component (`Router.center_`),
+    measured on `calibration`, [B, T] model ids of train blocks (required then).
+    All randomness comes from `seed`.
     """
     blocks = dense.transformer.h
     n_layer = len(blocks)
@@ -165,6 +191,11 @@ def to_moe(dense: GPT2LMHeadModel, mp: ModelParams, seed: int) -> GPT2LMHeadMode
             raise ValueError(f"model.moe_layers: block {i} has no dense GPT2MLP to replace (already MoE?)")
     if not 1 <= mp.top_k <= mp.n_experts:
         raise ValueError(f"model.top_k must be in 1..model.n_experts ({mp.n_experts}), got {mp.top_k}")
+    centered = mp.router_init == "centered"
+    if centered and calibration is None:
+        raise ValueError("model.router_init 'centered' needs calibration ids (train blocks) to measure on")
+    # The dense model's MLP inputs: an upcycled MoE sees the same ones up to the upcycling noise.
+    hidden = mlp_inputs(dense, calibration, sorted(mp.moe_layers)) if centered else {}
     gen = torch.Generator().manual_seed(seed)
     cfg = dense.config
     n_total = mp.n_experts + mp.ghost_experts
@@ -187,6 +218,8 @@ def to_moe(dense: GPT2LMHeadModel, mp: ModelParams, seed: int) -> GPT2LMHeadMode
             n_primary=mp.n_experts,
         )
         layer.router.reset_parameters(std=cfg.initializer_range, generator=gen)
+        if centered:
+            layer.router.center_(hidden[i])
         weight = next(mlp.parameters())
         layer.to(device=weight.device, dtype=weight.dtype)
         layer.train(mlp.training)

@@ -67,24 +67,3 @@ def dead_experts(counts: ArrayLike, active: ArrayLike | None = None) -> Any:
     """Number of (routable) experts that received no token."""
     c, was_torch = _select(counts, active)
     return _out((c == 0).sum(-1).double(), was_torch)
-
-
-def mean_router_entropy(entropy: ArrayLike) -> float:
-    """Mean per-token entropy (nats) of the clean router probabilities;
-    log E is a uniform router, 0 a certain one."""
-    e, _ = _t(entropy)
-    return float(e.mean()) if e.numel() else float("nan")
-
-
-def routing_summary(
-    counts: ArrayLike, entropy: ArrayLike | None = None, active: ArrayLike | None = None
-) -> dict[str, float]:
-    """The statistics above for one layer, as a flat dict of floats for logging."""
-    out = {
-        "top_share": float(top_share(counts, active)),
-        "load_entropy": float(normalized_load_entropy(counts, active)),
-        "dead_experts": float(dead_experts(counts, active)),
-    }
-    if entropy is not None:
-        out["router_entropy"] = mean_router_entropy(entropy)
-    return out

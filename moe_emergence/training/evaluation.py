@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 from moe_emergence.model.gpt2 import moe_layers
+from moe_emergence.model.lm_loss import model_sequence_losses
 from moe_emergence.model.losses import load_balance_loss, z_loss
 from moe_emergence.model.routing_stats import (
     dead_experts,
@@ -24,7 +26,6 @@ from moe_emergence.model.routing_stats import (
     normalized_load_entropy,
     top_share,
 )
-from moe_emergence.training.lm_loss import model_sequence_losses
 
 
 def group_by_domain(per_seq: np.ndarray, domain_codes: np.ndarray, names: list[str]) -> dict[str, float]:
@@ -94,6 +95,42 @@ class RouterWindow:
         if shares:
             out["router/max_share"] = max(shares)
         return out
+
+
+    def layer_summary(self) -> dict[str, dict[str, Any]]:
+        """Per layer (`layer<i>`): top share, live experts and the load fractions, for the records."""
+        out: dict[str, dict[str, Any]] = {}
+        active = self.active()
+        for i, c in sorted(self.counts.items()):
+            n_routable = int(active[i].sum())
+            out[f"layer{i}"] = {
+                "top_share": float(top_share(c, active[i])),
+                "live_experts": n_routable - int(dead_experts(c, active[i])),
+                "fractions": [float(f) for f in load_fractions(c).tolist()],
+                "tokens": int(c.sum()),
+            }
+        return out
+
+
+@torch.no_grad()
+def route_only(
+    model: torch.nn.Module,
+    batches: Iterable[np.ndarray],
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> RouterWindow:
+    """Expert counts of every MoE layer over `batches` of [B, T] model ids, in eval mode
+    (no noise), without the LM head: the routing a model would give, at the cost of a forward."""
+    was_training = model.training
+    model.eval()
+    window = RouterWindow(model)
+    for ids in batches:
+        x = torch.from_numpy(np.asarray(ids).astype(np.int64)).to(device)
+        with autocast():
+            model.transformer(input_ids=x)
+        window.update()
+    model.train(was_training)
+    return window
 
 
 @torch.no_grad()

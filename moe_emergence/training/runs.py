@@ -8,28 +8,40 @@ from pathlib import Path
 
 import numpy as np
 
-from moe_emergence.config import Params, TrainParams
+from moe_emergence.config import Params, ParamsError, TrainParams
+from moe_emergence.data.packed import spread_rows
+from moe_emergence.data.vocab import VOCAB_FILE, Vocab
 from moe_emergence.training.distributed import init_distributed, shutdown
 from moe_emergence.training.trainer import PackedSplit, RunSpec, Trainer, file_digest
 
 WORK_ROOT = Path(".cache/runs")
 
 
-def load_split(packed_dir: Path, split: str, domains: list[str] | None = None) -> PackedSplit:
-    """Load `<packed_dir>/<split>.arrow` (memory-mapped) as token blocks with domain codes."""
+def load_split(packed_dir: Path, split: str, vocab: Vocab, domains: list[str] | None = None) -> PackedSplit:
+    """Load `<packed_dir>/<split>.arrow` as token blocks in the model's ids, with domain codes."""
     from moe_emergence.data.packed import load_packed
 
     p = load_packed(Path(packed_dir) / f"{split}.arrow")
     names = domains or sorted(set(p.domains))
     index = {d: i for i, d in enumerate(names)}
     codes = np.array([index[d] for d in p.domains], dtype=np.int64)
-    return PackedSplit(ids=p.ids, domain_codes=codes, domain_names=names)
+    return PackedSplit(ids=vocab.encode(p.ids), domain_codes=codes, domain_names=names)
 
 
-def load_data(packed_dir: Path) -> tuple[PackedSplit, PackedSplit]:
-    train = load_split(packed_dir, "train")
-    evals = load_split(packed_dir, "eval", train.domain_names)
+def load_data(packed_dir: Path, vocab: Vocab) -> tuple[PackedSplit, PackedSplit]:
+    train = load_split(packed_dir, "train", vocab)
+    evals = load_split(packed_dir, "eval", vocab, train.domain_names)
     return train, evals
+
+
+def check_vocab(model_vocab: Vocab, packed_dir: Path, what: str) -> None:
+    """The model embeds the ids pack chose; otherwise the model and the data are from different runs."""
+    packed = Vocab.read(Path(packed_dir) / VOCAB_FILE)
+    if packed != model_vocab:
+        raise ParamsError(
+            f"{what} embeds {model_vocab.size} ids but {packed_dir / VOCAB_FILE} lists {packed.size}: "
+            "the model and the packed data come from different runs; run `dvc repro`"
+        )
 
 
 def _inputs(packed_dir: Path, base_dir: Path | None) -> dict[str, str]:
@@ -49,23 +61,30 @@ def base_train_params(params: Params) -> TrainParams:
     )
 
 
-def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path) -> None:
+def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path,
+             work_root: Path | None = None) -> None:
     from moe_emergence.model.checkpoint import save_model
     from moe_emergence.model.gpt2 import load_pretrained, make_dense
 
     dist = init_distributed("cuda" if params.train.device != "cpu" and _cuda() else "cpu")
     try:
-        train, evals = load_data(packed_dir)
         mp = params.model
+        vocab = Vocab.read(Path(packed_dir) / VOCAB_FILE)
         if mp.init == "scratch":
-            model = make_dense(mp.arch, seed=params.base.seed)  # seeded: the base must reproduce
+            # seeded: the base must reproduce
+            model = make_dense(mp.arch, vocab_size=vocab.size, seed=params.base.seed)
+            vocab.stamp(model.config)
         else:
+            if not vocab.full:
+                raise ParamsError(
+                    f"params.yaml: `pack.vocab_min_count` is {params.pack.vocab_min_count}, but a pretrained "
+                    f"base (model.init: {mp.init}) embeds the tokenizer's whole vocabulary; set it to 0"
+                )
             model = load_pretrained(mp.init)
+        train, evals = load_data(packed_dir, vocab)
         block = train.ids.shape[1]
         n_pos = model.config.n_positions
         if block > n_pos:
-            from moe_emergence.config import ParamsError
-
             raise ParamsError(f"params.yaml: `pack.block_size` ({block}) exceeds the model's context "
                               f"({n_pos}, model.arch.n_positions or the pretrained model's)")
         if params.base.max_steps == 0:
@@ -78,7 +97,7 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
             return
         spec = RunSpec(
             name="base", train=base_train_params(params), model=None, model_out=model_out,
-            report_out=report_out, work_dir=WORK_ROOT / "base",
+            report_out=report_out, work_dir=(work_root or WORK_ROOT) / "base", data_stream="base",
             inputs={**_inputs(packed_dir, None), "init": mp.init, "arch": dataclasses.asdict(mp.arch)},
         )
         Trainer(spec, model, train, evals, dist).run()
@@ -86,22 +105,35 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
         shutdown()
 
 
-def run_variant(params: Params, name: str, packed_dir: Path, base_dir: Path, model_out: Path,
+def run_name(variant: str, seed: int) -> str:
+    """A training run: one variant with one seed (`moe/seed0`); also its path under models/."""
+    return f"{variant}/seed{seed}"
+
+
+def run_variant(params: Params, name: str, seed: int, packed_dir: Path, base_dir: Path, model_out: Path,
                 report_out: Path, work_root: Path | None = None) -> None:
+    """Fine-tune variant `name` from the base with `seed` (router and expert init, batch order)."""
+    import torch
+
     from moe_emergence.model.checkpoint import load_model
     from moe_emergence.model.gpt2 import to_moe
 
     mp, tp = params.variant(name)
+    tp = dataclasses.replace(tp, seed=seed)
     dist = init_distributed("cuda" if tp.device != "cpu" and _cuda() else "cpu")
     try:
-        train, evals = load_data(packed_dir)
         model, _ = load_model(base_dir)
+        vocab = Vocab.of_model(model)
+        check_vocab(vocab, packed_dir, f"the base model in {base_dir}")
+        train, evals = load_data(packed_dir, vocab)
         moe = params.is_moe(name)
         if moe:
-            model = to_moe(model, mp, seed=tp.seed)
+            calib = torch.from_numpy(spread_rows(train.ids, mp.calibration_blocks))
+            model = to_moe(model, mp, seed=tp.seed, calibration=calib)
+        run = run_name(name, seed)
         spec = RunSpec(
-            name=name, train=tp, model=mp if moe else None, model_out=model_out, report_out=report_out,
-            work_dir=(work_root or WORK_ROOT) / name, inputs=_inputs(packed_dir, base_dir),
+            name=run, train=tp, model=mp if moe else None, model_out=model_out, report_out=report_out,
+            work_dir=(work_root or WORK_ROOT) / run, inputs=_inputs(packed_dir, base_dir),
         )
         Trainer(spec, model, train, evals, dist).run()
     finally:

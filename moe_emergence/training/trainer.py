@@ -38,11 +38,11 @@ from moe_emergence.atomic import OutputError, atomic_dir, atomic_path, write_jso
 from moe_emergence.config import ModelParams, TrainParams
 from moe_emergence.model.checkpoint import save_model
 from moe_emergence.model.gpt2 import moe_layers
+from moe_emergence.model.lm_loss import CausalLMLoss
 from moe_emergence.training.batches import BatchPlan
 from moe_emergence.training.collapse import CollapseDetector
 from moe_emergence.training.distributed import Dist, all_reduce_sum
-from moe_emergence.training.evaluation import RouterWindow, evaluate
-from moe_emergence.training.lm_loss import CausalLMLoss
+from moe_emergence.training.evaluation import RouterWindow, evaluate, route_only
 from moe_emergence.training.schedule import lr_factor, noise_scale, warmup_steps
 
 STATE_VERSION = 1
@@ -71,6 +71,7 @@ class RunSpec:
     work_dir: Path  # resumable work in progress
     inputs: dict[str, Any] = field(default_factory=dict)  # what else the run depends on (hashes)
     seed_offset: int = 0
+    data_stream: str = "finetune"  # the base trains on "base": variants never replay its order
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class RunSpec:
             "train": dataclasses.asdict(self.train),
             "model": dataclasses.asdict(self.model) if self.model else None,
             "inputs": self.inputs,
+            "data_stream": self.data_stream,
         }
 
 
@@ -168,7 +170,7 @@ class Trainer:
             self.opt, lambda s: lr_factor(s, self.tp.max_steps, self.warmup, o.min_lr_frac)
         )
         self.plan = BatchPlan(len(train_set.ids), self.tp.batch_size, self.tp.grad_accum, self.tp.seed,
-                              self.dist.rank, self.dist.world)
+                              self.dist.rank, self.dist.world, stream=spec.data_stream)
         self.detector = CollapseDetector(self.tp.collapse_threshold, self.tp.collapse_patience,
                                          self.tp.collapse_min_live, self.tp.collapse_warmup)
         self.window = RouterWindow(self.model)
@@ -183,6 +185,7 @@ class Trainer:
 
                 self.ghost = GhostController.from_params(self.model, self.mp, seed=self.tp.seed)
         self.wake_events: list[dict] = []
+        self.step0: dict[str, Any] = {}
         self.step = 0
         self.last_eval: dict[str, float] = {}
         self.eval_history: list[dict[str, float]] = []
@@ -216,6 +219,7 @@ class Trainer:
             "detector": json.dumps(self.detector.state_dict()),
             "ghost": json.dumps(self.ghost.state_dict()) if self.ghost else "",
             "wake_events": json.dumps(self.wake_events),
+            "step0": json.dumps(self.step0),
             "eval_history": json.dumps(self.eval_history),
             "last_eval": json.dumps(self.last_eval),
             "tokens_per_s": json.dumps(self.tokens_per_s),
@@ -256,6 +260,7 @@ class Trainer:
                 if self.ghost and state["ghost"]:
                     self.ghost.load_state_dict(json.loads(state["ghost"]))
                 self.wake_events = json.loads(state["wake_events"])
+                self.step0 = json.loads(state["step0"])
                 self.eval_history = json.loads(state["eval_history"])
                 self.last_eval = json.loads(state["last_eval"])
                 self.tokens_per_s = json.loads(state["tokens_per_s"])
@@ -363,6 +368,18 @@ class Trainer:
             out.update(self.window.stats())
         return out
 
+    def routing_at_step0(self) -> dict[str, Any]:
+        """The untrained router's routing, before any update: on the eval set and on the batches
+        of the first logging window (the tokens the first collapse check will see)."""
+        bs = self.tp.eval_batch_size
+        ev = route_only(self.model, (self.eval_set.ids[s : s + bs] for s in range(0, len(self.eval_set.ids), bs)),
+                        self.device, self.autocast)
+        first = (self.train_set.ids[self.plan.indices(step, m)]
+                 for step in range(min(self.tp.log_every, self.tp.max_steps)) for m in range(self.tp.grad_accum))
+        win = route_only(self.model, first, self.device, self.autocast)
+        win.all_reduce()
+        return {"eval": ev.layer_summary(), "train_window": win.layer_summary(), "train_window_stats": win.stats()}
+
     def run(self) -> dict[str, Any]:
         from dvclive import Live
 
@@ -371,6 +388,19 @@ class Trainer:
         live = None
         if self.dist.main:
             live = Live(str(self.live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed, report=None)
+        if self.moe and self.step == 0:
+            self.step0 = self.routing_at_step0()
+            for where in ("eval", "train_window"):
+                parts = [f"layer {k.removeprefix('layer')}: top share {v['top_share']:.2f}, "
+                         f"{v['live_experts']} live" for k, v in self.step0[where].items()]
+                _log(f"[{self.spec.name}] step 0 routing on {where.replace('_', ' ')}: {'; '.join(parts)}")
+            if live is not None:  # the router curves start at step 0, before any update
+                live.step = 0
+                for k, v in self.step0.pop("train_window_stats").items():
+                    live.log_metric(k, v)
+                live.next_step()
+            else:
+                self.step0.pop("train_window_stats")
         start_step = self.step
         t_start = time.perf_counter()
         stop = False
@@ -460,6 +490,8 @@ class Trainer:
                     layers.setdefault(lay, {})[name] = v
             out["router"] = {"max_share": ev.get("router/max_share", 0.0), **layers}
             out["ghost"] = {"wake_events": len(self.wake_events)}
+            out["step0"] = {where: {k: {"top_share": v["top_share"], "live_experts": v["live_experts"]}
+                                    for k, v in layers.items()} for where, layers in self.step0.items()}
         return out
 
     def _publish(self, summary: dict[str, Any]) -> None:
@@ -476,6 +508,7 @@ class Trainer:
             if (work / "snapshots").exists():
                 _link_tree(work / "snapshots", tmp / "snapshots")
             write_json(tmp / "events.json", {"collapse": dataclasses.asdict(self.detector.record),
+                                             "step0": self.step0,
                                              "collapse_checks": self.detector.history,
                                              "ghost_wakes": self.wake_events,
                                              "eval_history": self.eval_history})

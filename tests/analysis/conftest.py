@@ -74,128 +74,87 @@ def gpt2_tokenizer():
 DOMAINS = ["code", "math", "prose"]
 
 
-def synthetic_results(scale: int = 1, seed: int = 0) -> dict:
-    """A `results` dict (report schema) filled by the real metric functions on constructed routings."""
-    from moe_emergence.analysis.agreement import (
-        distribution_agreement,
-        router_saturation,
-        routing_agreement,
+def synthetic_results(seed: int = 0):
+    """A `Results` filled by the real measurement functions on constructed routings and losses."""
+    import pandas as pd
+
+    from moe_emergence.analysis.agreement import router_saturation
+    from moe_emergence.analysis.collect import TokenTable
+    from moe_emergence.analysis.knockout import knockout_table
+    from moe_emergence.analysis.measure import (
+        GroupBootstrap,
+        add_quality,
+        add_routing,
+        layer_numbers,
     )
-    from moe_emergence.analysis.knockout import knockout_summary, knockout_table
-    from moe_emergence.analysis.layer import LayerRouting, analyze_layer
-    from moe_emergence.analysis.specialization import expert_domain_counts, p_expert_given_domain
-    from moe_emergence.analysis.token_identity import transfer_predictability
-    from moe_emergence.analysis.token_types import TOKEN_TYPES, token_type_routing
+    from moe_emergence.analysis.results import Results, Table
     from moe_emergence.config import AnalyzeParams
 
-    params = AnalyzeParams(n_permutations=50, n_bootstrap=50, n_shuffles=3)
+    params = AnalyzeParams(n_permutations=40, n_bootstrap=40, n_shuffles=3, min_token_count=5)
     rng = np.random.default_rng(seed)
-    variants: dict = {
-        "dense": {
-            "moe": False,
-            "skipped": "dense model, no router",
-            "eval": {
-                "step": 100,
-                "loss": 5.31,
-                "loss_macro": 5.52,
-                "per_domain": {"code": 3.37, "math": 5.76, "prose": 7.43},
-            },
-        },
-    }
-    for vi, (name, p_tok, p_dom) in enumerate([("moe", 0.4, 0.25), ("no_lb", 0.2, 0.05)]):
-        layers = {}
-        for li, layer in enumerate(("2", "3")):
-            r = synthetic_routing(
-                docs_per_domain=(20 * scale, 15 * scale, 25 * scale),
-                p_token=p_tok,
-                p_domain=p_dom + 0.1 * li,
-                seed=seed + 10 * vi + li,
-            )
-            if name == "no_lb":  # a skewed load: most tokens on expert 5
-                r["expert"] = np.where(rng.random(len(r["expert"])) < 0.5, 5, r["expert"])
-            m = analyze_layer(LayerRouting(**r), 8, DOMAINS, params)
-            e, d = r["expert"], r["domain"]
-            code = d == 0
-            types = rng.integers(0, len(TOKEN_TYPES), size=int(code.sum()))
-            m["token_types"] = token_type_routing(types, np.where(types == 0, 3, e[code]), 8)
-            snaps = {
-                s: np.where(rng.random(len(e)) < s / 100, e, rng.integers(0, 8, len(e)))
-                for s in (25, 50, 75)
-            }
-            m["saturation"] = router_saturation(snaps, e, 8)
-            m["format"] = {
-                k: {
-                    **routing_agreement(
-                        e,
-                        np.where(rng.random(len(e)) < q, e, rng.integers(0, 8, len(e))),
-                        8,
-                        groups=d,
-                        group_names=DOMAINS,
-                    ),
-                    "coverage": 0.95,
-                }
-                for k, q in (("prefix", 0.9), ("blank_lines", 0.95))
-            }
-            counts = expert_domain_counts(e, d, 8, 3)
-            tr = synthetic_routing(
-                docs_per_domain=(20 * scale, 15 * scale, 25 * scale),
-                p_token=p_tok,
-                p_domain=p_dom + 0.1 * li,
-                seed=seed + 10 * vi + li + 100,
-            )
-            m["train_eval"] = {
-                "overlap": distribution_agreement(
-                    expert_domain_counts(tr["expert"], tr["domain"], 8, 3), counts, DOMAINS
-                ),
-                "transfer": transfer_predictability(
-                    (tr["expert"], tr["token_id"], tr["domain"]), (e, r["token_id"], d), 8
-                ),
-            }
-            shares = {int(layer): p_expert_given_domain(counts)}
-            base = {"code": 3.4, "math": 5.7, "prose": 7.5}
-            knocked = {
-                (int(layer), x): {
-                    dd: base[dd] + 0.5 * shares[int(layer)][j, x] for j, dd in enumerate(DOMAINS)
-                }
-                for x in range(8)
-            }
-            m["knockout"] = knockout_summary(knockout_table(base, knocked, shares, DOMAINS))[layer]
-            layers[layer] = m
-        collapse = (
-            {
-                "detected": True,
-                "step": 60,
-                "layer": 3,
-                "expert": 5,
-                "share": 0.71,
-                "live_experts": 5,
-                "reason": "top expert share 0.710 > 0.6",
-            }
-            if name == "no_lb"
-            else {"detected": False}
-        )
-        variants[name] = {
-            "moe": True,
-            "eval": {
-                "step": 100,
-                "loss": 5.30 + 0.1 * vi,
-                "loss_macro": 5.50 + 0.1 * vi,
-                "per_domain": {"code": 3.36, "math": 5.75 + 0.2 * vi, "prose": 7.44},
-            },
-            "collapse": collapse,
-            "layers": layers,
-        }
-    return {
-        "title": "Synthetic analysis",
-        "setup": {"profile": "synthetic", "experts": 8},
-        "domains": DOMAINS,
-        "n_experts": 8,
-        "collapse_threshold": 0.6,
-        "variants": variants,
-        "figures": [{"path": "figures/domain_heatmaps.png", "caption": "Expert routing by domain"}],
-    }
+    r = synthetic_routing(docs_per_domain=(30, 30, 30), doc_len=(64, 64), vocab=300, seed=seed)
+    block = 64
+    n_docs = len(np.unique(r["doc"]))
+    _, doc = np.unique(r["doc"], return_inverse=True)
+    tab = TokenTable(
+        ids=r["token_id"].reshape(-1, block), rows=np.arange(n_docs), block_domain=r["domain"][::block],
+        domain=r["domain"], doc=doc, position=r["position"], doc_ids=np.array([f"d{i}" for i in range(n_docs)]),
+        doc_domain=r["domain"][::block], domain_names=DOMAINS, group=doc // 3,
+        group_ids=np.array([f"g{i}" for i in range(n_docs // 3)]), model_ids=r["token_id"].reshape(-1, block),
+    )
+    t = Table()
+    boot = GroupBootstrap.make(tab, 40, seed)
+    m = len(boot.domain)
+    big = 5.0 + rng.normal(0, 0.3, m)
+    losses = {("base", 0): big - 0.25 + rng.normal(0, 0.1, m), ("dense", 0): big - 0.3 + rng.normal(0, 0.1, m),
+              ("moe", 0): big - 0.31 + rng.normal(0, 0.1, m), ("no_lb", 0): big - 0.2 + rng.normal(0, 0.1, m)}
+    add_quality(t, losses, {"bigram": big, "unigram": big + 1.0}, boot)
+    token_map = rng.integers(0, 8, size=300)
+    untrained = [layer_numbers(np.random.default_rng(s).integers(0, 8, size=300)[tab.token_id], tab, 8, 5)
+                 for s in range(19)]
+    routing, loads, sat = [], [], []
+    for v, p_dom in (("moe", 0.5), ("no_lb", 0.05)):
+        t.add(v, "steps", 100.0, seed=0)
+        t.add(v, "collapse_detected", float(v == "no_lb"), seed=0)
+        for layer in (2, 3):
+            e = np.where(rng.random(len(tab.domain)) < p_dom, tab.domain * 2, token_map[tab.token_id])
+            if v == "no_lb":
+                e = np.where(rng.random(len(e)) < 0.6, 5, e)
+            fmt = {"prefix": {"agreement": 0.9, "chance": 0.2}}
+            add_routing(t, v, 0, layer, e, tab, 8, untrained, params, fmt,
+                        step0={"top_share": 0.2, "live_experts": 8.0}, lb=1.05, z=3.0)
+            t.add(v, "top_share_window0", 0.21, seed=0, layer=layer)
+            t.add(v, "live_experts_window0", 8.0, seed=0, layer=layer)
+            counts = np.bincount(tab.domain * 8 + e, minlength=24).reshape(3, 8)
+            p = counts / counts.sum(1, keepdims=True)
+            for d, dom in enumerate(DOMAINS):
+                routing += [{"variant": v, "seed": 0, "layer": layer, "domain": dom, "expert": x, "share": p[d, x]}
+                            for x in range(8)]
+            share = np.bincount(e, minlength=8) / len(e)
+            for when, sh in (("step0", np.full(8, 1 / 8)), ("final", share)):
+                loads += [{"variant": v, "seed": 0, "layer": layer, "where": "eval", "when": when, "expert": x,
+                           "share": sh[x]} for x in range(8)]
+            snaps = {s: np.where(rng.random(len(e)) < s / 100, e, rng.integers(0, 8, len(e)))[:, None]
+                     for s in (25, 50, 75)}
+            sat.append(pd.DataFrame(router_saturation(snaps, e, 8)).assign(variant=v, seed=0, layer=layer))
+    base = {"code": 3.4, "math": 5.7, "prose": 7.5}
+    knock = knockout_table(base, {(2, x): {d: base[d] + 0.01 * (x + j) for j, d in enumerate(DOMAINS)}
+                                  for x in range(8)}, {2: np.full((3, 8), 1 / 8)}, DOMAINS)
+    curves = pd.DataFrame([{"variant": v, "seed": 0, "split": sp, "step": s, "loss": 6 - s / 50}
+                           for v in ("dense", "moe", "no_lb") for sp in ("train", "eval") for s in (0, 50, 100)])
+    router = pd.DataFrame([{"variant": v, "seed": 0, "layer": layer, "step": s, "top_share": 0.2 + s / 400,
+                            "live_experts": 8.0, "entropy": 0.9} for v in ("moe", "no_lb") for layer in (2, 3)
+                           for s in (0, 10, 20)])
+    collapses = pd.DataFrame([{"variant": "no_lb", "seed": 0, "detected": True, "step": 60, "layer": 3,
+                               "expert": 5, "share": 0.71, "live_experts": 8, "reason": "top expert share 0.710 > 0.6"}])
+    return Results(
+        table=t.frame(), domains=DOMAINS, n_experts=8, setup={"profile": "synthetic"}, main_variant="moe",
+        collapse_threshold=0.6, routing=pd.DataFrame(routing), loads=pd.DataFrame(loads), loss_curves=curves,
+        router_curves=router, saturation=pd.concat(sat, ignore_index=True), knockout=knock.assign(variant="moe", seed=0),
+        collapses=collapses, notes=["a note"],
+    )
 
 
 @pytest.fixture(scope="session")
-def results() -> dict:
+def results():
     return synthetic_results()

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from moe_emergence.analysis import collect
-from moe_emergence.analysis.pipeline import Paths, check_sidecar, run_analysis
+from moe_emergence.analysis.pipeline import Paths, run_analysis
 from moe_emergence.config import PackParams, parse_params
-from moe_emergence.model.checkpoint import CheckpointError, load_model
-from moe_emergence.model.gpt2 import make_dense, moe_layers, to_moe
+from moe_emergence.model.checkpoint import CheckpointError, check_sidecar, load_model  # noqa: F811
+from moe_emergence.model.gpt2 import moe_layers
 
 DOMAINS = ["code", "math", "prose"]
 WORDS = ["river", "market", "bridge", "castle", "harbour", "forest", "valley", "tower"]
@@ -46,7 +46,8 @@ def _doc(domain: str, i: int) -> str:
     )
 
 
-def write_sampled(directory: Path, n_docs: int = 36, n_eval: int = 10) -> None:
+def write_sampled(directory: Path, n_docs: int = 36, n_eval: int = 12, per_group: int = 3) -> None:
+    """Documents of three domains; every `per_group` consecutive documents share a group."""
     from moe_emergence.data.documents import content_hash, make_table, write_docs
 
     for domain in DOMAINS:
@@ -56,7 +57,7 @@ def write_sampled(directory: Path, n_docs: int = 36, n_eval: int = 10) -> None:
             rows.append(
                 {
                     "doc_id": f"{domain}-{i:03d}",
-                    "group_id": f"{domain}-{i:03d}",
+                    "group_id": f"{domain}-g{i // per_group:02d}",
                     "domain": domain,
                     "source": "test",
                     "text": text,
@@ -75,7 +76,10 @@ PARAMS = {
         "moe_layers": [1],
         "n_experts": 4,
         "upcycle_noise": 0.01,
+        "router_init": "centered",
+        "calibration_blocks": 8,
     },
+    "base": {"max_steps": 4, "batch_size": 4, "optim": {"lr": 0.003, "warmup_frac": 0.25}},
     "train": {
         "max_steps": 4,
         "batch_size": 4,
@@ -95,6 +99,7 @@ PARAMS = {
         "top2": {"top_k": 2},
     },
     "run_variants": ["moe", "no_lb"],
+    "seeds": [0],
     "analyze": {
         "n_permutations": 30,
         "n_bootstrap": 30,
@@ -104,42 +109,29 @@ PARAMS = {
         "train_blocks": 12,
         "format_docs": 3,
         "batch_size": 16,
+        "untrained_seeds": 3,
     },
 }
 
 
 def build_tiny_run(root: Path) -> Path:
-    """data/{sampled,packed}, models/{dense,moe,no_lb} and reports/train/* of a 4-step run under `root`."""
+    """data/{sampled,packed}, models/{base,dense,moe,no_lb} and reports/train/* of a 4-step run."""
     from moe_emergence.data.pack import run_pack
-    from moe_emergence.training.runs import load_data
-    from moe_emergence.training.trainer import RunSpec, Trainer
+    from moe_emergence.training.runs import run_base, run_variant
 
     write_sampled(root / "data/sampled")
     run_pack(
-        PackParams(block_size=16),
+        PackParams(block_size=16, vocab_min_count=2),
         root / "data/sampled",
         root / "data/packed",
         root / "reports/data/pack.json",
     )
     params = parse_params(copy.deepcopy(PARAMS))
-    train, evals = load_data(root / "data/packed")
-    torch.manual_seed(0)
-    base = make_dense(params.model.arch, seed=0)
+    packed = root / "data/packed"
+    run_base(params, packed, root / "models/base", root / "reports/train/base", work_root=root / "work")
     for name in ["dense", *params.run_variants]:
-        mp, tp = params.variant(name)
-        moe = params.is_moe(name)
-        model = copy.deepcopy(base)
-        if moe:
-            model = to_moe(model, mp, seed=0)
-        spec = RunSpec(
-            name=name,
-            train=tp,
-            model=mp if moe else None,
-            model_out=root / "models" / name,
-            report_out=root / "reports/train" / name,
-            work_dir=root / "work" / name,
-        )
-        Trainer(spec, model, train, evals).run()
+        run_variant(params, name, 0, packed, root / "models/base", root / "models" / name / "seed0",
+                    root / "reports/train" / name / "seed0", work_root=root / "work")
     return root
 
 
@@ -166,8 +158,8 @@ def test_report_builds_from_a_tiny_trained_run(tiny_run, tmp_path):
     md = (out / "report.md").read_text()
     for heading in (
         "Language-model quality",
-        "Load balance and collapse",
-        "Domain specialization",
+        "Load balance and collapse, from step 0",
+        "Domain specialization, against an untrained router",
         "Token identity vs context",
         "Consecutive tokens",
         "Router saturation",
@@ -179,62 +171,56 @@ def test_report_builds_from_a_tiny_trained_run(tiny_run, tmp_path):
     ):
         assert f"## {heading}" in md, heading
     assert not re.search(r"\bnan\b", md)
-    mi = results["variants"]["moe"]["layers"]["1"]["domain"]["mi_ratio"]
-    assert f"I(E;D)/H(D) = {mi['value']:.3f}" in md
-    dense_loss = json.loads((tiny_run / "reports/train/dense/metrics.json").read_text())["eval"][
-        "lm_loss_macro"
-    ]
-    assert f"{dense_loss:.3f}" in md
-    assert "dense: routing metrics skipped" in md
+    t = results.table
+    mi = t[(t.variant == "moe") & (t.metric == "mi_ratio") & (t.null == "untrained")].iloc[0]
+    assert f"I(E;D)/H(D) {mi['value']:.3f} vs {mi['null_mean']:.3f} untrained" in md
+    dense = json.loads((tiny_run / "reports/train/dense/seed0/metrics.json").read_text())["eval"]
+    # the analysis re-measures the eval loss per target: the same number training reported
+    assert f"{dense['lm_loss_macro']:.3f}" in md
+    assert "bigram (counts)" in md and "margin over bigram" in md
 
     metrics = json.loads((out / "analysis/metrics.json").read_text())
-    assert set(metrics) == {"dense", "moe", "no_lb"}
+    assert set(metrics) == {"baselines", "base", "dense", "moe", "no_lb"}
+    assert metrics["dense"]["eval_loss_macro"] == pytest.approx(dense["lm_loss_macro"], abs=1e-4)
+    for key in ("bigram_loss_macro", "unigram_loss_macro", "bigram_loss_code"):
+        assert np.isfinite(metrics["baselines"][key]), key
     layer = metrics["moe"]["layer1"]
-    assert layer["mi_ratio"] == pytest.approx(mi["value"])
-    for key in (
-        "mi_ratio_shuffled",
-        "max_share",
-        "top_share",
-        "dead_experts",
-        "token_id_accuracy",
-        "majority_accuracy",
-        "consecutive_rate",
-        "consecutive_chance",
-        "knockout_max_delta",
-    ):
+    assert layer["mi_ratio"] == pytest.approx(mi["value"], abs=1e-6)
+    assert layer["mi_ratio_untrained"] == pytest.approx(mi["null_mean"], abs=1e-6)
+    for key in ("mi_ratio_untrained_p95", "top_share_step0", "dead_experts_step0", "max_share", "top_share"):
         assert np.isfinite(layer[key]), key
-    assert metrics["dense"]["eval_loss_macro"] == pytest.approx(dense_loss)
+    for key in ("eval_loss_macro_delta", "eval_loss_macro_delta_ci_low", "eval_loss_macro_delta_ci_high"):
+        assert np.isfinite(metrics["moe"][key]), key
     assert "layer1" not in metrics["dense"]
 
-    for f in results["figures"]:
-        png = out / f["path"]
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f["path"]
-        assert f"]({f['path']})" in md
-    names = {Path(f["path"]).name for f in results["figures"]}
-    assert {
-        "domain_heatmaps.png",
-        "training_curves.png",
-        "lb_comparison.png",
-        "knockout.png",
-        "saturation.png",
-        "router_over_training.png",
-        "token_types.png",
-    } <= names
-    assert (
-        (out / "analysis/curves/routing_moe_layer1.tsv")
-        .read_text()
-        .startswith("expert\tcode\tmath\tprose")
-    )
-    assert (out / "analysis/curves/saturation_moe.tsv").read_text().startswith("step\tlayer1")
-    assert (
-        "0 left out because their text was missing" in md
-    )  # provenance re-tokenizes every code doc
+    for path, _ in results.figures:
+        assert (out / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+        assert f"]({path})" in md
+    names = {Path(p).name for p, _ in results.figures}
+    assert {"domain_heatmaps.png", "training_curves.png", "against_untrained.png", "loads.png", "knockout.png",
+            "saturation.png", "router_over_training.png", "token_types.png"} <= names
+    assert (out / "analysis/curves/routing_moe_seed0.tsv").read_text().startswith("expert\tcode\tmath\tprose")
+    assert (out / "analysis/table.tsv").read_text().startswith("variant\tseed\tlayer\tmetric\tvalue")
+    assert "0 left out because their text was missing" in md  # provenance re-tokenizes every code doc
     assert not list(out.rglob("*.tmp"))
 
 
-def test_missing_variant_names_the_stage_that_makes_it(tiny_run, tmp_path):
+def test_step0_routing_is_recorded_and_reported(tiny_run):
+    events = json.loads((tiny_run / "models/no_lb/seed0/events.json").read_text())
+    s0 = events["step0"]
+    assert set(s0) == {"eval", "train_window"}
+    rec = s0["eval"]["layer1"]
+    assert 0 < rec["top_share"] <= 1 and 1 <= rec["live_experts"] <= 4 and len(rec["fractions"]) == 4
+    summary = json.loads((tiny_run / "reports/train/no_lb/seed0/metrics.json").read_text())
+    assert summary["step0"]["eval"]["layer1"]["top_share"] == rec["top_share"]
+    # the router curves start at step 0, before any update
+    top = (tiny_run / "reports/train/no_lb/seed0/plots/metrics/router/layer1/top_share.tsv").read_text().splitlines()
+    assert top[1].startswith("0\t")
+
+
+def test_missing_run_names_the_stage_that_makes_it(tiny_run, tmp_path):
     params = parse_params({**copy.deepcopy(PARAMS), "run_variants": ["moe", "top2"]})
-    with pytest.raises(FileNotFoundError, match=r"models/top2 not found.*dvc repro train@top2"):
+    with pytest.raises(FileNotFoundError, match=r"models/top2/seed0/model.safetensors not found.*dvc repro train@top2-0"):
         run_analysis(params, paths_in(tiny_run, tmp_path / "reports"), log=lambda m: None)
     assert not (tmp_path / "reports").exists()  # nothing published
 
@@ -242,19 +228,12 @@ def test_missing_variant_names_the_stage_that_makes_it(tiny_run, tmp_path):
 def test_missing_training_summary_names_the_stage(tiny_run, tmp_path):
     root = tmp_path / "run"
     shutil.copytree(tiny_run / "models", root / "models")
-    (root / "reports/train/moe").mkdir(parents=True)
-    shutil.copytree(tiny_run / "reports/train/dense", root / "reports/train/dense")
-    paths = Paths(
-        tiny_run / "data/packed",
-        tiny_run / "data/sampled",
-        root / "models",
-        root / "reports/train",
-        root / "reports",
-    )
+    shutil.copytree(tiny_run / "reports/train", root / "reports/train")
+    (root / "reports/train/moe/seed0/metrics.json").unlink()
+    paths = Paths(tiny_run / "data/packed", tiny_run / "data/sampled", root / "models", root / "reports/train",
+                  root / "reports")
     params = parse_params({**copy.deepcopy(PARAMS), "run_variants": ["moe"]})
-    with pytest.raises(
-        FileNotFoundError, match=r"reports/train/moe/metrics.json not found.*train@moe"
-    ):
+    with pytest.raises(FileNotFoundError, match=r"reports/train/moe/seed0/metrics.json not found.*train@moe-0"):
         run_analysis(params, paths, log=lambda m: None)
 
 
@@ -264,49 +243,58 @@ def test_a_sidecar_that_does_not_match_the_params_says_so(tiny_run):
     params = parse_params(raw)
     with pytest.raises(
         CheckpointError,
-        match=r"moe/model.json does not match.*n_experts is 4, params.yaml says 8"
-        r".*dvc repro train@moe",
+        match=r"moe/seed0/model.json does not match.*n_experts is 4, params.yaml says 8.*dvc repro train@moe-0",
     ):
         run_analysis(params, paths_in(tiny_run, tiny_run / "unused"), log=lambda m: None)
-    _, side = load_model(tiny_run / "models/dense")
+    _, side = load_model(tiny_run / "models/dense/seed0")
     mp, _ = params.variant("moe")
     with pytest.raises(CheckpointError, match="dense model, but the variant is a MoE variant"):
-        check_sidecar(side, tiny_run / "models/dense", "moe", mp, True)
+        check_sidecar(side, tiny_run / "models/dense/seed0", "moe/seed0", mp, True, "train@moe-0")
 
 
-def test_dense_only_run_skips_routing_with_a_reason(tiny_run, tmp_path):
+def test_dense_only_run_reports_quality_only(tiny_run, tmp_path):
     params = parse_params({**copy.deepcopy(PARAMS), "run_variants": []})
     out = tmp_path / "reports"
     results = run_analysis(params, paths_in(tiny_run, out), log=lambda m: None)
     md = (out / "report.md").read_text()
-    assert "dense: routing metrics skipped (dense model: it has no router" in md
-    assert "No MoE variant is listed in `run_variants`" in md
     assert "## Domain specialization" not in md and "## Language-model quality" in md
-    assert [Path(f["path"]).name for f in results["figures"]] == ["training_curves.png"]
-    assert set(json.loads((out / "analysis/metrics.json").read_text())) == {"dense"}
+    assert [Path(p).name for p, _ in results.figures] == ["training_curves.png"]
+    assert set(json.loads((out / "analysis/metrics.json").read_text())) == {"baselines", "base", "dense"}
 
 
-def test_token_table_gives_each_token_its_document_and_position(tiny_run):
+def _eval_table(root: Path):
+    from moe_emergence.analysis.pipeline import read_sampled
     from moe_emergence.data.packed import load_packed
+
+    packed = load_packed(root / "data/packed/eval.arrow")
+    _, groups = read_sampled(root / "data/sampled", "eval")
+    return packed, collect.token_table(packed, np.arange(len(packed)), DOMAINS, groups)
+
+
+def test_token_table_gives_each_token_its_document_group_and_position(tiny_run):
     from moe_emergence.data.tokenizer import load_tokenizer
 
-    packed = load_packed(tiny_run / "data/packed/eval.arrow")
-    tab = collect.token_table(packed, np.arange(len(packed)), DOMAINS)
+    packed, tab = _eval_table(tiny_run)
     enc = collect.Encoder(load_tokenizer("embedded"))
     eos = packed.meta["eos_id"]
     for d in range(len(tab.doc_ids)):
-        text = _doc(DOMAINS[tab.doc_domain[d]], int(str(tab.doc_ids[d]).split("-")[1]))
+        i = int(str(tab.doc_ids[d]).split("-")[1])
+        text = _doc(DOMAINS[tab.doc_domain[d]], i)
         want = np.append(enc(text)["input_ids"], eos)
         sel = tab.doc == d
         np.testing.assert_array_equal(tab.token_id[sel], want[tab.position[sel]])
+        # every token of a document carries the document's group
+        assert {str(tab.group_ids[g]) for g in np.unique(tab.group[sel])} == {
+            f"{DOMAINS[tab.doc_domain[d]]}:{DOMAINS[tab.doc_domain[d]]}-g{i // 3:02d}"}
     assert (tab.domain == np.repeat(tab.block_domain, packed.block_size)).all()
 
 
 def test_knockout_sends_the_disabled_experts_tokens_elsewhere(tiny_run):
-    model, _ = load_model(tiny_run / "models/moe")
-    from moe_emergence.data.packed import load_packed
+    model, _ = load_model(tiny_run / "models/moe/seed0")
+    from moe_emergence.data.vocab import Vocab
 
-    ids = np.asarray(load_packed(tiny_run / "data/packed/eval.arrow").ids[:8], dtype=np.int64)
+    _, tab = _eval_table(tiny_run)
+    ids = Vocab.of_model(model).encode(tab.ids[:8]).astype(np.int64)
     before = collect.route(model, ids, 4)
     ((block, layer),) = moe_layers(model)
     busiest = int(np.bincount(before.top1(block), minlength=4).argmax())
@@ -323,10 +311,12 @@ def test_knockout_sends_the_disabled_experts_tokens_elsewhere(tiny_run):
 
 
 def test_route_matches_the_model_forward(tiny_run):
-    model, _ = load_model(tiny_run / "models/no_lb")
+    model, _ = load_model(tiny_run / "models/no_lb/seed0")
     from moe_emergence.data.packed import load_packed
+    from moe_emergence.data.vocab import Vocab
 
-    ids = np.asarray(load_packed(tiny_run / "data/packed/eval.arrow").ids[:5], dtype=np.int64)
+    raw = np.asarray(load_packed(tiny_run / "data/packed/eval.arrow").ids[:5], dtype=np.int64)
+    ids = Vocab.of_model(model).encode(raw).astype(np.int64)
     r = collect.route(model, ids, 2, lm_loss=True)
     with torch.no_grad():
         model(input_ids=torch.from_numpy(ids))
@@ -347,11 +337,11 @@ def test_select_blocks_per_domain_is_balanced_and_seeded():
 
 
 def test_knockout_reference_loss_is_the_eval_loss_of_the_same_blocks(tiny_run):
-    from moe_emergence.data.packed import load_packed
+    from moe_emergence.data.vocab import Vocab
 
-    model, _ = load_model(tiny_run / "models/moe")
-    packed = load_packed(tiny_run / "data/packed/eval.arrow")
-    tab = collect.token_table(packed, np.arange(len(packed)), DOMAINS)
+    model, _ = load_model(tiny_run / "models/moe/seed0")
+    packed, tab = _eval_table(tiny_run)
+    tab.ids = Vocab.of_model(model).encode(tab.ids).astype(np.int64)
     sel = collect.select_blocks(tab.block_domain, 9, seed=0, per_domain=True)
     base, knocked = collect.knockout_losses(model, tab.ids[sel], tab.block_domain[sel], DOMAINS, 4)
     full = collect.route(model, tab.ids[sel], 4, lm_loss=True).loss

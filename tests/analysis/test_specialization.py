@@ -6,7 +6,6 @@ from hypothesis.extra.numpy import arrays
 
 from moe_emergence.analysis.specialization import (
     bootstrap_tables,
-    document_counts,
     domain_mi_ratio,
     domain_purity,
     domain_specialization,
@@ -14,6 +13,7 @@ from moe_emergence.analysis.specialization import (
     expert_domain_counts,
     max_share,
     permuted_tables,
+    unit_counts,
 )
 
 DOMAINS = ["code", "math", "prose"]
@@ -84,12 +84,12 @@ def test_purity_uses_equal_domain_priors():
 def test_max_share_and_mixed_documents():
     assert max_share(np.array([[3, 1], [0, 0]])) == pytest.approx([0.75, 0.0])
     with pytest.raises(ValueError, match="more than one domain"):
-        document_counts(np.array([0, 1]), np.array([0, 1]), np.array([5, 5]), 2)
+        unit_counts(np.array([0, 1]), np.array([0, 1]), np.array([5, 5]), 2)
 
 
 def test_resampled_tables_keep_their_invariants(make_routing):
     r = make_routing(docs_per_domain=(5, 9, 4))
-    dc, dd, _ = document_counts(r["expert"], r["domain"], r["doc"], 8)
+    dc, dd, _ = unit_counts(r["expert"], r["domain"], r["doc"], 8)
     rng = np.random.default_rng(0)
     perm = permuted_tables(dc, dd, 3, 17, rng)
     # shuffling labels moves documents between domains but keeps every token

@@ -8,7 +8,6 @@ from moe_emergence.analysis.token_identity import (
     heldout_predictability,
     routing_information,
     split_documents,
-    top_tokens_per_expert,
     transfer_predictability,
 )
 
@@ -84,15 +83,6 @@ def test_within_group_shuffle_keeps_each_groups_values(pairs, seed):
     out = _within_group_shuffle(values, groups, np.random.default_rng(seed))
     for g in np.unique(groups):
         assert sorted(out[groups == g]) == sorted(values[groups == g])
-
-
-def test_top_tokens_per_expert():
-    token = np.array([5] * 10 + [6] * 10 + [7] * 3)
-    expert = np.array([0] * 9 + [1] + [0] * 5 + [1] * 5 + [1] * 3)
-    top = top_tokens_per_expert(expert, token, 2, min_token_count=10, k=5)
-    assert [t["token_id"] for t in top[0]] == [5, 6]
-    assert top[0][0] == {"token_id": 5, "count": 9, "share": 0.9}
-    assert [t["token_id"] for t in top[1]] == [6, 5]  # id 7 is too rare
 
 
 def test_train_to_eval_transfer(make_routing):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,6 @@ from moe_emergence.model.routing_stats import (
     dead_experts,
     load_fractions,
     normalized_load_entropy,
-    routing_summary,
     top_share,
 )
 
@@ -48,10 +45,3 @@ def test_active_mask_leaves_out_dormant_experts():
     assert int(dead_experts(counts, active)) == 0
     assert float(normalized_load_entropy(counts, active)) == pytest.approx(1.0)
     assert float(top_share(counts, active)) == 0.5
-
-
-def test_summary_and_router_entropy():
-    s = routing_summary([3, 1], entropy=torch.tensor([0.0, math.log(2)]))
-    assert s["top_share"] == 0.75 and s["dead_experts"] == 0.0
-    assert s["router_entropy"] == pytest.approx(math.log(2) / 2)
-    assert all(isinstance(v, float) for v in s.values())

@@ -7,7 +7,7 @@ import copy
 import torch
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
-from moe_emergence.model.gpt2 import moe_layers, to_moe
+from moe_emergence.model.gpt2 import mlp_inputs, moe_layers, to_moe
 from moe_emergence.model.moe import MoELayer
 
 
@@ -74,3 +74,49 @@ def test_bad_moe_layers_named(dense, mp_factory):
 
     with pytest.raises(ValueError, match="model.moe_layers"):
         to_moe(copy.deepcopy(dense), mp_factory(moe_layers=[5]), seed=0)
+
+
+def _skewed_dense(dense):
+    """The tiny model with a large common component in every MLP input (as GPT-2's ln_2 bias gives)."""
+    m = copy.deepcopy(dense)
+    with torch.no_grad():
+        for block in m.transformer.h:
+            block.ln_2.bias.copy_(torch.randn(block.ln_2.bias.shape, generator=torch.Generator().manual_seed(5)) * 3)
+    return m
+
+
+def _loads(model, ids):
+    from moe_emergence.model.gpt2 import mlp_inputs
+
+    out = {}
+    for i, layer in moe_layers(model):
+        h = mlp_inputs(model, ids, [i])[i]
+        out[i] = torch.bincount(layer.router(h, 1).expert_idx[:, 0], minlength=layer.n_experts).double() / len(h)
+    return out
+
+
+def test_centered_router_starts_balanced_where_a_random_one_does_not(dense, mp_factory):
+    """The common component of the MLP inputs picks the winner of a random router for almost every
+    token; the centered init routes by what differs between tokens, whatever the init seed."""
+    ids = torch.randint(0, 97, (64, 16), generator=torch.Generator().manual_seed(2))
+    calib = torch.randint(0, 97, (32, 16), generator=torch.Generator().manual_seed(3))
+    skewed = _skewed_dense(dense)
+    for seed in range(3):
+        plain = to_moe(copy.deepcopy(skewed), mp_factory(router_init="normal"), seed=seed)
+        centered = to_moe(copy.deepcopy(skewed), mp_factory(router_init="centered"), seed=seed,
+                          calibration=calib)
+        assert max(float(f.max()) for f in _loads(plain, ids).values()) > 0.6
+        for f in _loads(centered, ids).values():
+            assert float(f.max()) < 0.45 and int((f > 0).sum()) == 4
+        # the rows keep the random init's spread; only the common offset is gone
+        for (i, a), (_, b) in zip(moe_layers(plain), moe_layers(centered), strict=True):
+            h = mlp_inputs(centered, calib, [i])[i]
+            assert abs(float((h.mean(0) @ b.router.weight.t()).abs().max())) < 1e-4
+            assert not torch.equal(a.router.weight, b.router.weight)
+
+
+def test_centered_router_needs_calibration(dense, mp_factory):
+    import pytest
+
+    with pytest.raises(ValueError, match="calibration"):
+        to_moe(copy.deepcopy(dense), mp_factory(router_init="centered"), seed=0)
