@@ -28,7 +28,8 @@ GPT2_VOCAB = 50257
 def gpt2_config(
     arch: ArchParams, vocab_size: int = GPT2_VOCAB, attn_implementation: str = "sdpa"
 ) -> GPT2Config:
-    """GPT-2 config for a model trained from scratch: dropout 0, tied embeddings."""
+    """GPT-2 config for a model trained from scratch: `arch.dropout` on residuals and embeddings,
+    none in attention, tied embeddings."""
     eos = min(50256, vocab_size - 1)
     return GPT2Config(
         vocab_size=vocab_size,
@@ -36,8 +37,8 @@ def gpt2_config(
         n_embd=arch.n_embd,
         n_head=arch.n_head,
         n_positions=arch.n_positions,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
+        resid_pdrop=arch.dropout,
+        embd_pdrop=arch.dropout,
         attn_pdrop=0.0,
         bos_token_id=eos,
         eos_token_id=eos,
@@ -53,7 +54,7 @@ def make_dense(
     seed: int | None = None,
 ) -> GPT2LMHeadModel:
     """A freshly initialized GPT-2 (GPT-2's init: N(0, 0.02), residual projections
-    scaled by 1/sqrt(2 n_layer)) with tied embeddings and no dropout.
+    scaled by 1/sqrt(2 n_layer)) with tied embeddings.
 
     `seed` makes the init independent of the global RNG (which it leaves untouched);
     without it the global RNG is used.

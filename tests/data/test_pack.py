@@ -108,9 +108,26 @@ def test_run_pack_is_byte_deterministic(tmp_path, tok):
     sampled, _ = _sampled(tmp_path, {"code": (50, 5), "math": (40, 5)})
     for name in ("a", "b"):
         run_pack(PackParams(block_size=16), sampled, tmp_path / name, tmp_path / f"{name}.json", tok=tok)
-    for f in ("train.arrow", "eval.arrow"):
+    for f in ("train.arrow", "eval.arrow", "vocab.json"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["eval.arrow", "train.arrow"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["eval.arrow", "train.arrow", "vocab.json"]
+
+
+def test_vocab_keeps_the_train_ids_seen_often_enough(tmp_path, tok):
+    import json
+
+    import numpy as np
+
+    from moe_emergence.data.vocab import Vocab
+
+    sampled, _ = _sampled(tmp_path, {"code": (50, 5), "math": (40, 5)})
+    run_pack(PackParams(block_size=16, vocab_min_count=3), sampled, tmp_path / "p", tmp_path / "p.json", tok=tok)
+    vocab = Vocab.read(tmp_path / "p" / "vocab.json")
+    counts = np.bincount(load_packed(tmp_path / "p" / "train.arrow").ids.reshape(-1).astype(np.int64),
+                         minlength=tok.vocab_size)
+    assert set(vocab.kept_ids) == set(np.flatnonzero(counts >= 3)) | {tok.eos_id}
+    rep = json.loads((tmp_path / "p.json").read_text())["model_vocab"]
+    assert rep["size"] == len(vocab.kept_ids) + 1 and 0 <= rep["eval_unk_rate"] < 1
 
 
 def test_domain_without_a_train_block_is_an_error(tmp_path, tok):

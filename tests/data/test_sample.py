@@ -28,7 +28,7 @@ def _split_table(n_train=200, n_eval=20, size=1000):
 
 def test_budget_and_shares():
     table = _split_table()  # 220,000 characters: 200k train, 20k eval
-    sp = SampleParams(size_mb=0.05)  # 52,428 characters
+    sp = SampleParams(size_mb=0.05, eval_min_groups=0)  # 52,428 characters
     out, rep = sample_domain(table, "prose", sp)
     budget = budget_chars(0.05)
     assert rep["budget_chars"] == budget == 52428
@@ -62,3 +62,36 @@ def test_budget_larger_than_source_says_how_much_there_is(capsys):
     out, rep = sample_domain(table, "prose", SampleParams(size_mb=1.0, on_short="warn"))
     assert out.num_rows == table.num_rows and "warning" in rep
     assert "220,000 characters" in capsys.readouterr().err
+
+
+def _grouped_eval(n_groups=20, per_group=10, size=1000):
+    from moe_emergence.data.documents import content_hash
+
+    rows = []
+    for g in range(n_groups):
+        for j in range(per_group):
+            text = f"doc {g:02d}-{j:02d} " + "y" * (size - 11)
+            rows.append({"doc_id": f"d{g:02d}{j:02d}", "group_id": f"g{g}", "domain": "math", "source": "t",
+                         "text": text, "n_chars": len(text), "content_hash": content_hash(text), "origin": "{}",
+                         "split": "eval"})
+    for i in range(400):
+        text = f"train {i:04d} " + "z" * (size - 11)
+        rows.append({"doc_id": f"t{i:04d}", "group_id": f"t{i}", "domain": "math", "source": "t", "text": text,
+                     "n_chars": len(text), "content_hash": content_hash(text), "origin": "{}", "split": "train"})
+    return make_table(rows, {"kind": "test"}, extra={"split": pa.string()})
+
+
+def test_eval_is_drawn_across_groups_not_from_a_few():
+    """A prefix of shuffled documents would keep few groups; one document per group in turn keeps many."""
+    table = _grouped_eval()  # 200 eval documents in 20 groups of 10
+    out, rep = sample_domain(table, "math", SampleParams(size_mb=0.05, eval_min_groups=12))
+    ev = out.filter(pa.compute.equal(out.column("split"), "eval"))
+    groups = ev.column("group_id").to_pylist()
+    # budget ~ 52,428 * 200k / 600k = 17.5k chars: 18 documents, from 18 different groups
+    assert rep["sampled"]["eval"]["groups"] == len(set(groups)) == len(groups) == 18
+
+
+def test_eval_keeps_the_minimum_number_of_groups_over_the_budget():
+    table = _grouped_eval()
+    out, rep = sample_domain(table, "math", SampleParams(size_mb=0.005, eval_min_groups=12))  # ~1.7k chars of eval
+    assert rep["sampled"]["eval"]["groups"] == 12 and rep["sampled"]["eval"]["docs"] == 12

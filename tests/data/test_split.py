@@ -24,7 +24,7 @@ def _eval_docs(sizes, a):
 @settings(max_examples=200, deadline=None)
 @given(sizes=group_sizes, seed=st.integers(0, 3))
 def test_size_rule(sizes, seed):
-    sp = SplitParams(seed=seed)
+    sp = SplitParams(seed=seed, eval_min_groups=0)
     a = assign_groups(sizes, sp)
     n = sum(sizes.values())
     lo, hi = eval_bounds(n, sp)
@@ -38,7 +38,7 @@ def test_size_rule(sizes, seed):
 @settings(max_examples=100, deadline=None)
 @given(sizes=group_sizes, count=st.integers(1, 50))
 def test_explicit_eval_count(sizes, count):
-    sp = SplitParams(eval_count=count)
+    sp = SplitParams(eval_count=count, eval_min_groups=0)
     a = assign_groups(sizes, sp)
     k = _eval_docs(sizes, a)
     want = min(count, sum(sizes.values()))
@@ -50,7 +50,7 @@ def test_explicit_eval_count(sizes, count):
 @given(old=group_sizes, new=group_sizes, grow=st.lists(st.integers(0, 10), max_size=80), seed=st.integers(0, 3))
 def test_stable_when_documents_are_added(old, new, grow, seed):
     """Groups whose hash puts them in eval stay there when documents and groups are added."""
-    sp = SplitParams(seed=seed, eval_max_fraction=0.5)
+    sp = SplitParams(seed=seed, eval_max_fraction=0.5, eval_min_groups=0)
     grown = dict(old)
     for g, extra in zip(sorted(old), grow, strict=False):
         grown[g] += extra  # documents added to existing groups
@@ -63,6 +63,15 @@ def test_stable_when_documents_are_added(old, new, grow, seed):
         assert core_old <= a_new.eval_groups
     # and membership is always a function of the group alone: no group is split
     assert a_new.eval_groups <= set(grown)
+
+
+@settings(max_examples=150, deadline=None)
+@given(sizes=group_sizes, min_groups=st.integers(0, 20), seed=st.integers(0, 3))
+def test_eval_gets_the_minimum_number_of_groups_and_train_keeps_the_majority(sizes, min_groups, seed):
+    a = assign_groups(sizes, SplitParams(seed=seed, eval_min_groups=min_groups))
+    assert len(a.eval_groups) >= min(min_groups, len(sizes) // 2)
+    if a.added_for_groups:  # groups are added up to the minimum, never past half of them
+        assert len(a.eval_groups) == min(min_groups, len(sizes) // 2)
 
 
 def test_assignment_is_seeded():

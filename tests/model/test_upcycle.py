@@ -81,7 +81,7 @@ def _skewed_dense(dense):
     m = copy.deepcopy(dense)
     with torch.no_grad():
         for block in m.transformer.h:
-            block.ln_2.bias.copy_(torch.randn(block.ln_2.bias.shape, generator=torch.Generator().manual_seed(5)) * 3)
+            block.ln_2.bias.copy_(torch.randn(block.ln_2.bias.shape, generator=torch.Generator().manual_seed(5)) * 6)
     return m
 
 
