@@ -396,12 +396,14 @@ class AnalyzeParams:
     train_blocks: int = 192
     # Eval documents per domain routed with their format perturbed; 0 skips the test.
     format_docs: int = 24
+    # Eval blocks (equal per domain) routed by every training snapshot for the saturation curve.
+    saturation_blocks: int = 192
     # Router seeds of the untrained-router null (the upcycled base, router at init).
     untrained_seeds: int = 39
 
     def validate(self, key: str) -> None:
         _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
-        for name in ("knockout_blocks", "train_blocks", "format_docs"):
+        for name in ("knockout_blocks", "train_blocks", "format_docs", "saturation_blocks"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", "must be >= 0 (0 skips it)")
         _check(self.n_permutations >= 1, f"{key}.n_permutations", "must be >= 1")
         _check(self.n_bootstrap >= 1, f"{key}.n_bootstrap", "must be >= 1")

@@ -280,8 +280,13 @@ def measure_run(run: Run, inp: Inputs, table: Table, untrained: list[dict[int, d
     routed = collect.route(model, tab.model_ids, ap.batch_size)
     fr = collect.route(model, inp.fplan.ids, ap.batch_size) if inp.fplan is not None else None
     train_routed = collect.route(model, inp.train_tab.model_ids, ap.batch_size) if inp.train_tab is not None else None
-    snaps = {s: d for s, d in snapshot_dirs(run.model_dir).items() if s < int(run.summary.get("steps", 0))}
-    snap_routes = {s: collect.route(load_model(d)[0].to(inp.device), tab.model_ids, ap.batch_size).experts
+    snaps = {s: d for s, d in snapshot_dirs(run.model_dir).items()
+             if s < int(run.summary.get("steps", 0)) and ap.saturation_blocks > 0}
+    # saturation on a per-domain sample of eval blocks: one forward per snapshot
+    sat_rows = collect.select_blocks(tab.block_domain, ap.saturation_blocks, ap.seed, per_domain=True)
+    t = tab.model_ids.shape[1]
+    sat_tokens = (sat_rows[:, None] * t + np.arange(t)).reshape(-1)
+    snap_routes = {s: collect.route(load_model(d)[0].to(inp.device), tab.model_ids[sat_rows], ap.batch_size).experts
                    for s, d in snaps.items()}
     for layer in sorted(routed.experts):
         top1 = routed.top1(layer)
@@ -297,7 +302,7 @@ def measure_run(run: Run, inp: Inputs, table: Table, untrained: list[dict[int, d
                                                        "chance": g["chance"], "n_tokens": g["n_tokens"],
                                                        "coverage": inp.fplan.coverage[kind]}]))
         if snap_routes:
-            sat = router_saturation({s: e[layer][:, :1] for s, e in snap_routes.items()}, top1, n_exp)
+            sat = router_saturation({s: e[layer][:, :1] for s, e in snap_routes.items()}, top1[sat_tokens], n_exp)
             frames["saturation"].append(pd.DataFrame(sat).assign(variant=run.variant, seed=run.seed, layer=layer))
         if train_routed is not None:
             n_dom = len(inp.domains)
