@@ -193,8 +193,11 @@ class SampleParams:
     # Eval documents are taken one per group in turn until the budget is spent and at
     # least this many groups are in (see data/sample.py).
     eval_min_groups: int = 12
+    # At most this many characters of eval per domain (its share of size_mb otherwise).
+    eval_max_mb: float = 1.0
 
     def validate(self, key: str) -> None:
+        _check(self.eval_max_mb > 0, f"{key}.eval_max_mb", f"must be > 0, got {self.eval_max_mb}")
         _check(self.size_mb > 0, f"{key}.size_mb", f"must be > 0, got {self.size_mb}")
         _check(self.eval_min_groups >= 0, f"{key}.eval_min_groups", "must be >= 0")
 

@@ -8,7 +8,9 @@ size relative to train. Documents are shuffled with a local RNG seeded from
 matter, then taken while the running total is under the budget (the check
 comes before adding, so the last document can overshoot, as in the reference).
 
-Eval is drawn across its groups rather than as one prefix: the groups (a
+Eval's share is capped at `eval_max_mb` characters (the groups, not the
+characters, bound what its intervals can say, and every eval token is paid for
+at every evaluation). Eval is drawn across its groups rather than as one prefix: the groups (a
 template, a package, an article) in a seeded order, one document of each in
 turn, then a second of each, and so on, until the eval budget is reached and at
 least `eval_min_groups` groups are in (or every eval group is). A prefix of a
@@ -96,6 +98,7 @@ def sample_domain(table: pa.Table, domain: str, sp: SampleParams) -> tuple[pa.Ta
     out_parts = []
     report: dict[str, Any] = {"budget_chars": budget, "available": {}, "sampled": {}}
     eval_budget = round(budget * chars["eval"] / total) if total else 0
+    eval_budget = min(eval_budget, budget_chars(sp.eval_max_mb))
     budgets = {"train": budget - eval_budget, "eval": eval_budget}
     for s in SPLITS:
         part = parts[s]
