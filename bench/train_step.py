@@ -30,6 +30,14 @@ from moe_emergence.model.gpt2 import make_dense, to_moe
 from moe_emergence.training.trainer import PackedSplit, RunSpec, Trainer
 
 
+def _packed_vocab() -> int | None:
+    """The model vocabulary the pipeline uses, when the data has been packed."""
+    from moe_emergence.data.vocab import Vocab
+
+    p = Path("data/packed/vocab.json")
+    return Vocab.read(p).size if p.is_file() else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -41,6 +49,8 @@ def main() -> None:
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's mmap/trim thresholds as they are (the stages raise them: "
                          "moe_emergence.allocator)")
+    ap.add_argument("--vocab", type=int, default=None,
+                    help="embedding rows (default: data/packed/vocab.json's size if present, else 50,257)")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: CPU autocast (needs AVX512-BF16/AMX to be fast)")
     a = ap.parse_args()
@@ -52,14 +62,15 @@ def main() -> None:
     block = mp.arch.n_positions
     rng = np.random.default_rng(0)
     n_blocks = tp.batch_size * tp.grad_accum * (a.steps + a.warmup + 1)
-    ids = rng.integers(0, 50257, size=(n_blocks, block)).astype(np.uint16)
+    vocab = a.vocab or _packed_vocab() or 50257
+    ids = rng.integers(0, vocab, size=(n_blocks, block)).astype(np.uint16)
     data = PackedSplit(ids=ids, domain_codes=np.arange(n_blocks) % 3, domain_names=["code", "math", "prose"])
 
     torch.manual_seed(0)
-    base = make_dense(mp.arch)
-    dense = make_dense(mp.arch)
+    base = make_dense(mp.arch, vocab_size=vocab)
+    dense = make_dense(mp.arch, vocab_size=vocab)
     dense.load_state_dict(base.state_dict())
-    moe = to_moe(base, mp, seed=0)  # upcycled from the same weights
+    moe = to_moe(base, mp, seed=0, calibration=torch.from_numpy(ids[:64].astype(np.int64)))  # upcycled from the same weights
     with tempfile.TemporaryDirectory() as tmp:
         def trainer(name: str, model: torch.nn.Module, is_moe: bool) -> Trainer:
             spec = RunSpec(name=name, train=tp, model=mp if is_moe else None, model_out=Path(tmp) / name,
@@ -83,7 +94,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     tokens = tp.batch_size * tp.grad_accum * block
     out = {
-        "config": {"arch": dataclasses.asdict(mp.arch), "moe_layers": mp.moe_layers, "n_experts": mp.n_experts,
+        "config": {"vocab": vocab, "arch": dataclasses.asdict(mp.arch), "moe_layers": mp.moe_layers, "n_experts": mp.n_experts,
                    "top_k": mp.top_k, "tokens_per_step": tokens, "threads": torch.get_num_threads(),
                    "steps": a.steps, "malloc_tuned": malloc_tuned, "precision": a.precision},
         "dense_step_s": med["dense"],

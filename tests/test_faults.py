@@ -171,7 +171,7 @@ def test_truncated_arrow_file_is_a_clear_error(finished_repo, tmp_path):
     for f in (repo / "data/packed").iterdir():
         data = f.read_bytes()
         (packed / f.name).write_bytes(data[: len(data) // 2] if f.name == "train.arrow" else data)
-    r = stage(repo, "train", "--variant", "moe", "--packed", str(packed), "--model-out", "x/m", "--report-out", "x/r")
+    r = stage(repo, "train", "--variant", "moe", "--seed", "0", "--packed", str(packed), "--model-out", "x/m", "--report-out", "x/r")
     one_line_error(r, "train", str(packed / "train.arrow"), "dvc repro -f pack")
     assert not (repo / "x").exists()
 
@@ -185,14 +185,14 @@ def test_corrupt_checkpoints_are_clear_errors(finished_repo, tmp_path):
         if f.is_file():
             data = f.read_bytes()
             (base / f.name).write_bytes(data[: len(data) // 3] if f.suffix == ".safetensors" else data)
-    r = stage(repo, "train", "--variant", "moe", "--base", str(base), "--model-out", "x/m", "--report-out", "x/r")
+    r = stage(repo, "train", "--variant", "moe", "--seed", "0", "--base", str(base), "--model-out", "x/m", "--report-out", "x/r")
     one_line_error(r, "train", str(base / "model.safetensors"), "corrupt")
 
     # a resumable state that matches the config but cannot be read
     kill_at(repo, [DVC, "repro", "-f", "-s", "train@moe-0"], "train:moe/seed0:2", tmp_path)
     state = repo / ".cache/runs/moe/seed0/state.pt"
     state.write_bytes(state.read_bytes()[:1000])
-    r = stage(repo, "train", "--variant", "moe")
+    r = stage(repo, "train", "--variant", "moe", "--seed", "0")
     one_line_error(r, "train", str(Path(".cache/runs/moe/seed0/state.pt")), "delete")
     assert not (repo / "models/moe/seed0").exists()
 
@@ -223,7 +223,7 @@ def test_full_disk_names_the_path(finished_repo, tmp_path):
         pytest.skip("needs root and tmpfs to make a full disk")
     try:
         repo = copy_repo(finished_repo[0], tmp_path / "repo")
-        r = stage(repo, "train", "--variant", "moe", "--model-out", str(full / "m"), "--report-out",
+        r = stage(repo, "train", "--variant", "moe", "--seed", "0", "--model-out", str(full / "m"), "--report-out",
                   str(full / "r"), "--work-root", str(full / "work"))
         err = one_line_error(r, "train", str(full))
         assert "space" in err.lower(), err

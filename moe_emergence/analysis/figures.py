@@ -133,7 +133,7 @@ def against_untrained(r: Results, path: Path) -> str | None:
         ax.plot(g["null_mean"], y, "|", color="black", ms=12, label="untrained mean")
         ax.plot(g["value"], y, "o", color="#1565C0", label="trained")
         ax.set_yticks(y, labels, fontsize=7)
-        ax.set_title(LABELS[m], fontsize=9)
+        ax.set_title(LABELS[m].replace("\\|", "|"), fontsize=9)
     fig.axes[0].legend(fontsize=7, frameon=False)
     fig.suptitle("Trained routers against the untrained router (same base, router at init)", fontsize=11)
     _save(fig, path)

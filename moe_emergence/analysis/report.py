@@ -19,7 +19,7 @@ from moe_emergence.analysis.results import Results, one, select
 
 LABELS = {
     "mi_ratio": "I(E;D)/H(D)", "mean_purity": "mean purity", "max_share": "max share",
-    "u_token": "U(E|X)", "u_domain_given_token": "U(E|D given X)", "consecutive_rate": "same expert, next token",
+    "u_token": "U(E\\|X)", "u_domain_given_token": "U(E\\|D given X)", "consecutive_rate": "same expert, next token",
     "format_min": "format test (lowest)",
 }
 
@@ -234,7 +234,8 @@ def token_identity(r: Results) -> list[str]:
                 row = {"variant": v, "seed": s, "layer": layer}
                 for k in ("majority", "domain", "token", "token_domain"):
                     row[k.replace("_", " + ")] = f3(one(t, variant=v, seed=s, layer=layer, metric=f"heldout_{k}")["value"])
-                for m, label in (("u_token", "U(E|X)"), ("u_domain", "U(E|D)"), ("u_domain_given_token", "U(E|D given X)")):
+                for m, label in (("u_token", "U(E\\|X)"), ("u_domain", "U(E\\|D)"),
+                                 ("u_domain_given_token", "U(E\\|D given X)")):
                     x = select(t, variant=v, seed=s, layer=layer, metric=m)
                     x = x[x["null"] != "untrained"].iloc[0]
                     row[label] = f"{f3(x['value'])} ({f3(x['null_mean'])})"
