@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lint bench
+.PHONY: setup repro test check lint bench
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: setup
 
 test: lint
 	python -m pytest -q
+
+# The inner loop: lint and the unit tests, without the end-to-end DVC pipelines (marked slow).
+check: lint
+	python -m pytest -q -m "not slow"
 
 bench: setup
 	python bench/pack.py --json

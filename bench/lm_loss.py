@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from moe_emergence.allocator import keep_freed_memory
+from moe_emergence.core.allocator import keep_freed_memory
 from moe_emergence.model.lm_loss import (
     DEFAULT_CHUNK_TOKENS,
     lm_loss_from_hidden,

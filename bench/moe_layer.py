@@ -24,7 +24,7 @@ import torch
 from transformers import GPT2Config
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
-from moe_emergence.allocator import keep_freed_memory
+from moe_emergence.core.allocator import keep_freed_memory
 from moe_emergence.model.losses import load_balance_loss, z_loss
 from moe_emergence.model.moe import MoELayer
 from moe_emergence.model.router import Router, Routing, count_assignments
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--default-malloc", action="store_true",
-        help="leave glibc's mmap threshold as is (see moe_emergence.allocator)",
+        help="leave glibc's mmap threshold as is (see moe_emergence.core.allocator)",
     )
     args = ap.parse_args(argv)
     malloc_tuned = False if args.default_malloc else keep_freed_memory()

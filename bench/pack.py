@@ -42,7 +42,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from moe_emergence.config import DataParams, PackParams  # noqa: E402
+from moe_emergence.core.config import DataParams, PackParams  # noqa: E402
 from moe_emergence.data.documents import make_table, write_docs  # noqa: E402
 from moe_emergence.data.fetch import fetch_domain  # noqa: E402
 from moe_emergence.data.pack import DOCS_PER_BATCH, run_pack  # noqa: E402

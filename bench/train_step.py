@@ -13,7 +13,6 @@ neighbour slows both alike. Reports median step times and their ratio.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -24,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moe_emergence.allocator import keep_freed_memory
-from moe_emergence.config import load_params
+from moe_emergence.core.allocator import keep_freed_memory
+from moe_emergence.core.config import load_params
 from moe_emergence.model.gpt2 import make_dense, to_moe
 from moe_emergence.training.trainer import PackedSplit, RunSpec, Trainer
 
@@ -48,7 +47,7 @@ def main() -> None:
                     help="also print the top operators of one profiled step of each model (torch.profiler)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's mmap/trim thresholds as they are (the stages raise them: "
-                         "moe_emergence.allocator)")
+                         "moe_emergence.core.allocator)")
     ap.add_argument("--vocab", type=int, default=None,
                     help="embedding rows (default: data/packed/vocab.json's size if present, else 50,257)")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -58,7 +57,7 @@ def main() -> None:
 
     params = load_params(a.params)
     mp, tp = params.variant("moe")
-    tp = dataclasses.replace(tp, max_steps=a.steps + a.warmup + 1, device="cpu", precision=a.precision)
+    tp = tp.model_copy(update=dict(max_steps=a.steps + a.warmup + 1, device="cpu", precision=a.precision))
     block = mp.arch.n_positions
     rng = np.random.default_rng(0)
     n_blocks = tp.batch_size * tp.grad_accum * (a.steps + a.warmup + 1)
@@ -94,7 +93,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     tokens = tp.batch_size * tp.grad_accum * block
     out = {
-        "config": {"vocab": vocab, "arch": dataclasses.asdict(mp.arch), "moe_layers": mp.moe_layers, "n_experts": mp.n_experts,
+        "config": {"vocab": vocab, "arch": mp.arch.model_dump(), "moe_layers": mp.moe_layers, "n_experts": mp.n_experts,
                    "top_k": mp.top_k, "tokens_per_step": tokens, "threads": torch.get_num_threads(),
                    "steps": a.steps, "malloc_tuned": malloc_tuned, "precision": a.precision},
         "dense_step_s": med["dense"],

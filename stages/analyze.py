@@ -16,8 +16,8 @@ from pathlib import Path
 
 from moe_emergence.analysis.pipeline import Paths, run_analysis
 from moe_emergence.analysis.publish import one_line_summary
-from moe_emergence.cli import run_stage
-from moe_emergence.config import load_params
+from moe_emergence.core.cli import run_stage
+from moe_emergence.core.config import load_params
 
 
 def main() -> None:

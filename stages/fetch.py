@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from moe_emergence.cli import run_stage
-from moe_emergence.config import load_params
+from moe_emergence.core.cli import run_stage
+from moe_emergence.core.config import load_params
 from moe_emergence.data.fetch import run_fetch
 
 

@@ -12,7 +12,7 @@ import pytest
 CHILD = """
 import resource, sys
 import torch
-from moe_emergence.allocator import keep_freed_memory
+from moe_emergence.core.allocator import keep_freed_memory
 tuned = keep_freed_memory() if sys.argv[1] == "tuned" else False
 n = (64 << 20) // 4  # a 64 MB fp32 temporary, above glibc's default mmap threshold
 # allocated, touched, freed, as a step's temporaries are; the heap takes a few rounds to

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from moe_emergence.config import ParamsError, load_params, parse_params
+from moe_emergence.core.config import ParamsError, load_params, parse_params
 
 
 def _raw():

@@ -40,7 +40,7 @@ def _pause(info):
 if _where == "pack" and _script.endswith("stages/pack.py"):
     import contextlib
     from pathlib import Path
-    import moe_emergence.atomic as _atomic
+    import moe_emergence.core.atomic as _atomic
     _orig = _atomic.atomic_dir
 
     @contextlib.contextmanager

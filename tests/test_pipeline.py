@@ -46,3 +46,12 @@ def test_ablation_reruns_only_the_moe_variants_and_the_analysis(finished_repo, t
     changed = json.loads(diff.stdout)
     assert "reports/train/moe/seed0/metrics.json" in changed
     assert "reports/train/dense/seed0/metrics.json" not in changed  # dense did not re-run
+
+
+@pytest.mark.slow
+def test_editing_the_format_perturbations_flags_only_analyze(finished_repo, tmp_path):
+    repo = copy_repo(finished_repo[0], tmp_path / "repo")
+    path = repo / "moe_emergence/analysis/perturb.py"
+    path.write_text(path.read_text() + "\n# an edit of the perturbation table\n")
+    status = json.loads(run([DVC, "status", "--json"], repo).stdout)
+    assert set(status) == {"analyze"}, status

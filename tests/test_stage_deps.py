@@ -102,4 +102,4 @@ def test_the_closure_follows_imports_inside_functions():
     # the trainer imports the MoE losses inside a method: it must still be found
     found = {p.relative_to(ROOT).as_posix() for p in closure(ROOT / "stages/train.py")}
     assert "moe_emergence/model/losses.py" in found
-    assert "moe_emergence/cli.py" in found
+    assert "moe_emergence/core/cli.py" in found

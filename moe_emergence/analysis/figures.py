@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from moe_emergence.analysis.report import LABELS
 from moe_emergence.analysis.results import Results, one, select
 from moe_emergence.analysis.token_types import TOKEN_TYPES
-from moe_emergence.atomic import atomic_path
+from moe_emergence.core.atomic import atomic_path
 
 DPI = 130
 VARIANT_COLORS = {"base": "#9E9E9E", "dense": "#616161", "moe": "#1565C0", "no_lb": "#C62828", "top2": "#EF6C00",

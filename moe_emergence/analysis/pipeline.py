@@ -30,7 +30,7 @@ from moe_emergence.analysis.ngram import Bigram, Unigram
 from moe_emergence.analysis.results import Results, Table
 from moe_emergence.analysis.specialization import expert_domain_counts
 from moe_emergence.analysis.token_types import TOKEN_TYPES, token_type_routing
-from moe_emergence.config import ModelParams, Params
+from moe_emergence.core.config import ModelParams, Params, ParamsError
 from moe_emergence.data.packed import load_packed, spread_rows
 from moe_emergence.data.vocab import VOCAB_FILE, Vocab
 from moe_emergence.model.checkpoint import CheckpointError, check_sidecar, load_model
@@ -426,12 +426,23 @@ def setup_lines(params: Params, base: Any, inp: Inputs, runs: list[Run], boot: m
     return out
 
 
+def check_perturbations(kinds: list[str]) -> None:
+    """The format test's perturbations must be ones `analysis/perturb.py` knows (checked before any work)."""
+    from moe_emergence.analysis.perturb import PERTURBATIONS
+
+    for i, kind in enumerate(kinds):
+        if kind not in PERTURBATIONS:
+            raise ParamsError(f"params.yaml: `analyze.format_perturbations[{i}]` is {kind!r}; "
+                              f"known: {', '.join(PERTURBATIONS)}")
+
+
 def run_analysis(params: Params, paths: Paths | None = None, log: Callable[[str], None] = _log) -> Results:
     """Analyze the base, dense and `run_variants` for every seed, and publish the reports."""
     from moe_emergence.analysis.publish import publish
 
     paths = paths or Paths()
     ap = params.analyze
+    check_perturbations(ap.format_perturbations)
     clock = Clock(log)
     base, _ = load_model(paths.models / "base")
     runs = [load_run(params, v, s, paths) for v in ["dense", *params.run_variants] for s in params.seeds]

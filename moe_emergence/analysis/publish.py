@@ -17,8 +17,8 @@ import pandas as pd
 from moe_emergence.analysis import figures
 from moe_emergence.analysis.report import build_report
 from moe_emergence.analysis.results import Results, one, select
-from moe_emergence.atomic import atomic_dir, atomic_path, write_json, write_text
-from moe_emergence.config import Params
+from moe_emergence.core.atomic import atomic_dir, atomic_path, write_json, write_text
+from moe_emergence.core.config import Params
 
 FIGURES = "figures"
 CURVES = "analysis/curves"

@@ -7,5 +7,6 @@
   leakage proof (`neardup` holds the MinHash check); `sample`: seeded budget per domain;
   `tokenizer` + `pack`: GPT-2 BPE into fixed uint16 blocks; `packed`: the file format and
   the loader every later stage uses; `artifacts` and `report`: formatting checks and the
-  data report. `errors.DataError` is the one exception for bad data input.
+  data report; `vocab`: the ids a model embeds. `core.errors.DataError` is the one
+  exception for bad data input.
 """

@@ -25,8 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from moe_emergence.atomic import atomic_path
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.atomic import atomic_path
+from moe_emergence.core.errors import DataError
 
 SCHEMA = pa.schema(
     [

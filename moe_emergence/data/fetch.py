@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from moe_emergence.atomic import atomic_dir, write_json
-from moe_emergence.config import DataParams
+from moe_emergence.core.atomic import atomic_dir, write_json
+from moe_emergence.core.config import DataParams
 from moe_emergence.data.documents import (
     clean_text,
     content_hash,
@@ -24,7 +24,7 @@ from moe_emergence.data.documents import (
     origin_json,
     write_docs,
 )
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.sources import open_source
 
 

@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from moe_emergence.atomic import atomic_dir, write_json
-from moe_emergence.config import PackParams
+from moe_emergence.core.atomic import atomic_dir, write_json
+from moe_emergence.core.config import PackParams
 from moe_emergence.data.documents import SPLITS, domain_files
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.packed import FORMAT_VERSION, packed_schema
 from moe_emergence.data.tokenizer import Tokenizer, load_tokenizer
 from moe_emergence.data.vocab import VOCAB_FILE, Vocab, count_ids

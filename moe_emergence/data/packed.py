@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 
 META_KEY = b"moe_emergence.packed"
 FORMAT_VERSION = 1

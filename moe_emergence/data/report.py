@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from moe_emergence.atomic import atomic_dir, write_json, write_text
+from moe_emergence.core.atomic import atomic_dir, write_json, write_text
 from moe_emergence.data.artifacts import check_domain
 from moe_emergence.data.documents import domain_files, read_docs, read_provenance
 

@@ -28,10 +28,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from moe_emergence.atomic import atomic_dir, write_json
-from moe_emergence.config import SampleParams
+from moe_emergence.core.atomic import atomic_dir, write_json
+from moe_emergence.core.config import SampleParams
 from moe_emergence.data.documents import SPLITS, domain_files, read_docs, write_docs
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 
 
 def budget_chars(size_mb: float) -> int:

@@ -34,10 +34,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from moe_emergence.atomic import atomic_dir, write_json
-from moe_emergence.config import SplitParams
+from moe_emergence.core.atomic import atomic_dir, write_json
+from moe_emergence.core.config import SplitParams
 from moe_emergence.data.documents import domain_files, read_docs, read_provenance, write_docs
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.neardup import find_near_duplicates, signatures
 
 

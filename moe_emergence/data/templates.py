@@ -8,29 +8,11 @@ allowed: no attribute access, indexing, conversions or format specs.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Mapping
 from typing import Any
 
-from moe_emergence.data.errors import DataError
-
-
-def template_fields(template: str) -> list[str]:
-    """The field names a template uses, in order; ValueError for a malformed template."""
-    names: list[str] = []
-    for _, name, spec, conv in string.Formatter().parse(template):
-        if name is None:
-            continue
-        if not name.isidentifier() or spec or conv:
-            raise ValueError(
-                f"template field {{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} "
-                "must be a plain {name}"
-            )
-        if name not in names:
-            names.append(name)
-    if not names:
-        raise ValueError(f"template {template!r} names no field")
-    return names
+from moe_emergence.core.config import template_fields
+from moe_emergence.core.errors import DataError
 
 
 def render(template: str, record: Mapping[str, Any], where: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 
 EOS_TEXT = "<|endoftext|>"
 
@@ -63,7 +63,7 @@ def load_tokenizer(kind: str = "embedded") -> Tokenizer:
         rust.decoder = decoders.ByteLevel()
         hf = GPT2TokenizerFast(tokenizer_object=rust, eos_token=EOS_TEXT, bos_token=EOS_TEXT, unk_token=EOS_TEXT)
     elif kind == "gpt2":
-        from moe_emergence.hub import hub_unreachable
+        from moe_emergence.core.hub import hub_unreachable
 
         cache = str(Path(".cache") / "hf")
         try:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 
 VOCAB_FILE = "vocab.json"
 CONFIG_KEY = "kept_token_ids"

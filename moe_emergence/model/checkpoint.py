@@ -24,8 +24,8 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from moe_emergence.atomic import OutputError, _jsonable, atomic_path, write_text
-from moe_emergence.config import ModelParams
+from moe_emergence.core.atomic import OutputError, _jsonable, atomic_path, write_text
+from moe_emergence.core.config import ModelParams
 from moe_emergence.model.gpt2 import moe_layers, to_moe
 
 FORMAT = "moe_emergence.model/1"

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from moe_emergence.config import ModelParams
+from moe_emergence.core.config import ModelParams
 from moe_emergence.model.gpt2 import moe_layers
 from moe_emergence.model.moe import MoELayer
 from moe_emergence.model.routing_stats import load_fractions

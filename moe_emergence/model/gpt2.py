@@ -18,8 +18,8 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
-from moe_emergence.config import ArchParams, ModelParams
-from moe_emergence.hub import hub_unreachable
+from moe_emergence.core.config import ArchParams, ModelParams
+from moe_emergence.core.hub import hub_unreachable
 from moe_emergence.model.moe import MoELayer
 
 GPT2_VOCAB = 50257

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from moe_emergence.config import Params, ParamsError, TrainParams
+from moe_emergence.core.config import Params, ParamsError, TrainParams
 from moe_emergence.data.packed import spread_rows
 from moe_emergence.data.vocab import VOCAB_FILE, Vocab
 from moe_emergence.training.distributed import init_distributed, shutdown
@@ -55,10 +54,10 @@ def base_train_params(params: Params) -> TrainParams:
     """The base run trains with the `base` section; it logs and evaluates like a variant."""
     b = params.base
     steps = max(1, b.max_steps)
-    return dataclasses.replace(
-        params.train, seed=b.seed, max_steps=steps, batch_size=b.batch_size, grad_accum=b.grad_accum,
+    return params.train.model_copy(update=dict(
+        seed=b.seed, max_steps=steps, batch_size=b.batch_size, grad_accum=b.grad_accum,
         optim=b.optim, eval_every=steps, snapshot_every=steps, collapse_stop=False,
-    )
+    ))
 
 
 def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path,
@@ -90,7 +89,7 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
         if params.base.max_steps == 0:
             # A pretrained base is used as it is: export it in the pipeline's own format.
             save_model(model, model_out, {"step": 0, "variant": "base", "init": mp.init})
-            from moe_emergence.atomic import write_json
+            from moe_emergence.core.atomic import write_json
 
             write_json(report_out / "metrics.json", {"steps": 0, "init": mp.init})
             print(f"[base] exported {mp.init} to {model_out} (base.max_steps is 0)", file=sys.stderr)
@@ -98,7 +97,7 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
         spec = RunSpec(
             name="base", train=base_train_params(params), model=None, model_out=model_out,
             report_out=report_out, work_dir=(work_root or WORK_ROOT) / "base", data_stream="base",
-            inputs={**_inputs(packed_dir, None), "init": mp.init, "arch": dataclasses.asdict(mp.arch)},
+            inputs={**_inputs(packed_dir, None), "init": mp.init, "arch": mp.arch.model_dump()},
         )
         Trainer(spec, model, train, evals, dist).run()
     finally:
@@ -119,7 +118,7 @@ def run_variant(params: Params, name: str, seed: int, packed_dir: Path, base_dir
     from moe_emergence.model.gpt2 import to_moe
 
     mp, tp = params.variant(name)
-    tp = dataclasses.replace(tp, seed=seed)
+    tp = tp.model_copy(update={"seed": seed})
     dist = init_distributed("cuda" if tp.device != "cpu" and _cuda() else "cpu")
     try:
         model, _ = load_model(base_dir)

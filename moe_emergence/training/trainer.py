@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from moe_emergence.atomic import OutputError, atomic_dir, atomic_path, write_json
-from moe_emergence.config import ModelParams, TrainParams
+from moe_emergence.core.atomic import OutputError, atomic_dir, atomic_path, write_json
+from moe_emergence.core.config import ModelParams, TrainParams
 from moe_emergence.model.checkpoint import save_model
 from moe_emergence.model.gpt2 import moe_layers
 from moe_emergence.model.lm_loss import CausalLMLoss
@@ -77,8 +77,8 @@ class RunSpec:
         return {
             "version": STATE_VERSION,
             "name": self.name,
-            "train": dataclasses.asdict(self.train),
-            "model": dataclasses.asdict(self.model) if self.model else None,
+            "train": self.train.model_dump(),
+            "model": self.model.model_dump() if self.model else None,
             "inputs": self.inputs,
             "data_stream": self.data_stream,
         }

@@ -88,7 +88,7 @@ def synthetic_results(seed: int = 0):
         layer_numbers,
     )
     from moe_emergence.analysis.results import Results, Table
-    from moe_emergence.config import AnalyzeParams
+    from moe_emergence.core.config import AnalyzeParams
 
     params = AnalyzeParams(n_permutations=40, n_bootstrap=40, n_shuffles=3, min_token_count=5)
     rng = np.random.default_rng(seed)

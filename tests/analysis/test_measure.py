@@ -9,7 +9,7 @@ from moe_emergence.analysis.collect import TokenTable
 from moe_emergence.analysis.measure import GroupBootstrap, add_quality, add_routing, layer_numbers
 from moe_emergence.analysis.report import specialization_verdict
 from moe_emergence.analysis.results import Table, one
-from moe_emergence.config import AnalyzeParams
+from moe_emergence.core.config import AnalyzeParams
 
 DOMAINS = ["code", "math", "prose"]
 E = 8

@@ -15,7 +15,7 @@ import torch
 
 from moe_emergence.analysis import collect
 from moe_emergence.analysis.pipeline import Paths, run_analysis
-from moe_emergence.config import PackParams, parse_params
+from moe_emergence.core.config import PackParams, parse_params
 from moe_emergence.model.checkpoint import CheckpointError, check_sidecar, load_model  # noqa: F811
 from moe_emergence.model.gpt2 import moe_layers
 

@@ -8,16 +8,16 @@ import re
 
 import pytest
 
-from moe_emergence.config import DataParams, SourceParams
+from moe_emergence.core.config import DataParams, EmbeddedSource, LocalSource
 from moe_emergence.data.documents import SCHEMA, clean_text, content_hash, read_provenance
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.fetch import fetch_domain, run_fetch
 
 
 def _local(tmp_path, texts, **kw):
     p = tmp_path / "docs.jsonl"
     p.write_text("\n".join(json.dumps({"text": t}) for t in texts) + "\n")
-    return DataParams(sources={"prose": SourceParams(kind="local", path=str(p))}, **kw)
+    return DataParams(sources={"prose": LocalSource(kind="local", path=str(p))}, **kw)
 
 
 def test_filters_are_strict_and_dedupe_is_normalised(tmp_path):
@@ -52,7 +52,7 @@ def test_empty_after_filters_is_an_error(tmp_path):
 
 def test_run_fetch_writes_all_or_nothing(tmp_path):
     good = _local(tmp_path, ["a" * 300, "b" * 300], min_chars={"prose": 200})
-    good.sources["math"] = SourceParams(kind="local", path=str(tmp_path / "missing.jsonl"))
+    good.sources["math"] = LocalSource(kind="local", path=str(tmp_path / "missing.jsonl"))
     out = tmp_path / "raw"
     with pytest.raises(DataError, match="missing.jsonl"):
         run_fetch(good, out, tmp_path / "fetch.json")
@@ -65,7 +65,7 @@ def test_run_fetch_writes_all_or_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def embedded():
-    data = DataParams(sources={d: SourceParams(n_docs=300) for d in ("code", "math", "prose")})
+    data = DataParams(sources={d: EmbeddedSource(kind="embedded", n_docs=300) for d in ("code", "math", "prose")})
     return {d: fetch_domain(d, data) for d in data.sources}
 
 
@@ -91,7 +91,7 @@ def test_embedded_math_is_clean_seeded_and_grouped_by_template(embedded):
     assert all("\n\n" in t for t in texts)  # problem, blank line, worked solution
     groups = set(table.column("group_id").to_pylist())
     assert all(re.fullmatch(r"gsm_symbolic/t\d{3}", g) for g in groups) and len(groups) < 100
-    again, _, _ = fetch_domain("math", DataParams(sources={"math": SourceParams(n_docs=300)}))
+    again, _, _ = fetch_domain("math", DataParams(sources={"math": EmbeddedSource(kind="embedded", n_docs=300)}))
     assert again.column("text").to_pylist() == texts
 
 

@@ -13,8 +13,8 @@ import zipfile
 
 import pytest
 
-from moe_emergence.config import DataParams, SourceParams
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.config import DataParams, HubSource
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.fetch import fetch_domain
 
 
@@ -27,7 +27,7 @@ def jsonl(tmp_path):
 
 
 def _hf(path, **kw):
-    src = SourceParams(kind="hf", dataset="json", data_files=str(path), template="{content}", **kw)
+    src = HubSource(kind="hf", dataset="json", data_files=str(path), template="{content}", **kw)
     return DataParams(sources={"code": src}, min_chars={"code": 10})
 
 
@@ -61,7 +61,7 @@ def test_streaming_missing_template_field(jsonl, monkeypatch, tmp_path):
 def test_hub_dataset_offline_names_the_embedded_alternative(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    data = DataParams(sources={"prose": SourceParams(kind="hf", dataset="allenai/c4", config="en")})
+    data = DataParams(sources={"prose": HubSource(kind="hf", dataset="allenai/c4", config="en")})
     with pytest.raises(DataError, match=r"allenai/c4.*data\.sources\.prose\.kind: embedded"):
         fetch_domain("prose", data)
 
@@ -97,7 +97,7 @@ def served(tmp_path):
 
 
 def _mathqa(url):
-    src = SourceParams(kind="hf", url=url, split="train", template="{Problem}\n\n{Rationale}")
+    src = HubSource(kind="hf", url=url, split="train", template="{Problem}\n\n{Rationale}")
     return DataParams(sources={"math": src})
 
 

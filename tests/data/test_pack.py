@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moe_emergence.config import PackParams
+from moe_emergence.core.config import PackParams
 from moe_emergence.data.documents import content_hash, make_table, write_docs
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.pack import DomainPacker, run_pack
 from moe_emergence.data.packed import load_packed, packed_schema
 

@@ -8,9 +8,9 @@ import random
 import pyarrow as pa
 import pytest
 
-from moe_emergence.config import SampleParams
+from moe_emergence.core.config import SampleParams
 from moe_emergence.data.documents import make_table
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.sample import budget_chars, sample_domain
 
 

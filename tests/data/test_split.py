@@ -9,7 +9,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from moe_emergence.config import SplitParams
+from moe_emergence.core.config import SplitParams
 from moe_emergence.data.split import assign_groups, eval_bounds, group_key, split_domain
 
 group_sizes = st.dictionaries(

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from moe_emergence.config import DataParams, ParamsError, SourceParams, parse_params
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.config import DataParams, ParamsError, LocalSource, parse_params
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.fetch import fetch_domain
 
 RECORDS = [
@@ -38,7 +38,7 @@ def _write(tmp_path, fmt):
 
 
 def _data(path, **kw):
-    src = SourceParams(kind="local", path=str(path), template="{question}\n\n{answer}", **kw)
+    src = LocalSource(kind="local", path=str(path), template="{question}\n\n{answer}", **kw)
     return DataParams(sources={"math": src}, min_chars={"math": 0}, max_chars=10000)
 
 
@@ -59,7 +59,7 @@ def test_template_keeps_only_named_fields(tmp_path, fmt):
 def test_txt_glob_sorted_one_doc_per_file(tmp_path):
     for name in ("b", "a", "c"):
         (tmp_path / f"{name}.txt").write_text(f"  document {name} text  \n")
-    data = DataParams(sources={"prose": SourceParams(kind="local", path=str(tmp_path / "*.txt"))},
+    data = DataParams(sources={"prose": LocalSource(kind="local", path=str(tmp_path / "*.txt"))},
                       min_chars={"prose": 0})
     table, counts, _ = fetch_domain("prose", data)
     assert table.column("text").to_pylist() == ["document a text", "document b text", "document c text"]

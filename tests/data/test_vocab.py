@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.vocab import Vocab, count_ids
 
 
@@ -27,13 +27,13 @@ def test_min_count_zero_keeps_the_whole_vocabulary():
 def test_round_trip_through_file_and_model_config(tmp_path):
     import json
 
-    from moe_emergence.config import ArchParams
+    from moe_emergence.core.config import ArchParams
     from moe_emergence.model.gpt2 import make_dense
 
     v = Vocab.from_counts(count_ids(np.array([[1, 1, 7, 7, 7]]), 10), 2)
     (tmp_path / "vocab.json").write_text(json.dumps(v.to_dict()))
     assert Vocab.read(tmp_path / "vocab.json") == v
-    model = make_dense(ArchParams(1, 8, 2, 8), vocab_size=v.size, seed=0)
+    model = make_dense(ArchParams(n_layer=1, n_embd=8, n_head=2, n_positions=8), vocab_size=v.size, seed=0)
     v.stamp(model.config)
     assert Vocab.of_model(model) == v
     # the map is part of the saved config: a reloaded model knows its vocabulary

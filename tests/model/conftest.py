@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from moe_emergence.config import ArchParams, ModelParams
+from moe_emergence.core.config import ArchParams, ModelParams
 from moe_emergence.model.gpt2 import make_dense
 
 ARCH = ArchParams(n_layer=2, n_embd=32, n_head=4, n_positions=32)
@@ -19,7 +17,7 @@ def tiny_params(**overrides) -> ModelParams:
         init="scratch", arch=ARCH, moe_layers=[0, 1], n_experts=4, top_k=1,
         router_noise_std=0.0, upcycle_noise=0.0,
     )
-    return dataclasses.replace(base, **overrides)
+    return base.model_copy(update=overrides)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moe_emergence.config import ArchParams
+from moe_emergence.core.config import ArchParams
 from moe_emergence.model.gpt2 import make_dense
 from moe_emergence.model.lm_loss import (
     CausalLMLoss,

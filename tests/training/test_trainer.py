@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from moe_emergence.config import ArchParams, ModelParams, TrainParams
+from moe_emergence.core.config import ArchParams, ModelParams, TrainParams
 from moe_emergence.model.checkpoint import load_model
 from moe_emergence.model.gpt2 import make_dense, to_moe
 from moe_emergence.training.distributed import Dist
@@ -37,8 +36,8 @@ def train_params(**kw) -> TrainParams:
     base = TrainParams(max_steps=6, batch_size=4, grad_accum=2, log_every=2, eval_every=3,
                        snapshot_every=3, resume_every=2, eval_batch_size=4, device="cpu",
                        collapse_min_live=2)
-    base = dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr=3e-3, warmup_frac=0.2))
-    return dataclasses.replace(base, **kw)
+    base = base.model_copy(update={"optim": base.optim.model_copy(update={"lr": 3e-3, "warmup_frac": 0.2})})
+    return base.model_copy(update=kw)
 
 
 def make_model(moe: bool = True) -> torch.nn.Module:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from moe_emergence.config import DataParams
+from moe_emergence.core.config import DataParams
 from moe_emergence.data.documents import RawDoc
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 
 
 def open_source(domain: str, data: DataParams) -> tuple[dict[str, Any], Iterator[RawDoc]]:

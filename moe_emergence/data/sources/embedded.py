@@ -25,10 +25,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from moe_emergence.config import EMBEDDED_MATH_GENERATORS, DataParams, SourceParams
+from moe_emergence.core.config import DataParams, EmbeddedSource
 from moe_emergence.data.documents import RawDoc
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.sources.wiki import chunk_paragraphs, strip_wiki_markup
+
+# Generators of reasoning-gym the embedded math corpus knows how to clean (_INSTRUCTIONS below).
+EMBEDDED_MATH_GENERATORS = (
+    "gsm_symbolic", "basic_arithmetic", "chain_sum", "products", "gcd", "lcm", "prime_factorization",
+)
 
 # Directories of the stdlib that are not the interpreter's own source code.
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
@@ -56,7 +61,7 @@ def _stdlib_files(root: Path, include_tests: bool) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
-def code_source(src: SourceParams) -> tuple[dict[str, Any], Iterator[RawDoc]]:
+def code_source(src: EmbeddedSource) -> tuple[dict[str, Any], Iterator[RawDoc]]:
     root = _stdlib_root()
     if not root.is_dir():
         raise DataError(f"the interpreter's standard library was not found at {root}")
@@ -111,14 +116,15 @@ def _math_text(gen: str, entry: dict[str, Any]) -> str:
     return f"{question}{sep}{entry['answer']}"
 
 
-def math_source(src: SourceParams, seed: int) -> tuple[dict[str, Any], Iterator[RawDoc]]:
+def math_source(src: EmbeddedSource, seed: int) -> tuple[dict[str, Any], Iterator[RawDoc]]:
     try:
         import reasoning_gym
     except ImportError as e:
         raise DataError("the embedded math corpus needs the `reasoning-gym` package (pip install reasoning-gym)") from e
     unknown = [g for g in src.generators if g not in EMBEDDED_MATH_GENERATORS]
-    if unknown:
-        raise DataError(f"unknown math generator(s) {unknown}; supported: {', '.join(EMBEDDED_MATH_GENERATORS)}")
+    if unknown or not src.generators:
+        raise DataError(f"params.yaml: `data.sources.math.generators` must list generators among "
+                        f"{', '.join(EMBEDDED_MATH_GENERATORS)}; got {src.generators}")
     prov = {
         "kind": "embedded",
         "source": "reasoning_gym",

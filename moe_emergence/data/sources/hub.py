@@ -26,12 +26,12 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from moe_emergence.atomic import atomic_path
-from moe_emergence.config import SourceParams
+from moe_emergence.core.atomic import atomic_path
+from moe_emergence.core.config import HubSource
 from moe_emergence.data.documents import RawDoc
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.sources.wiki import chunk_paragraphs
-from moe_emergence.hub import hub_unreachable
+from moe_emergence.core.hub import hub_unreachable
 from moe_emergence.data.templates import render, strip_patterns
 
 CACHE = Path(".cache")
@@ -108,7 +108,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def zip_source(domain: str, src: SourceParams) -> tuple[dict[str, Any], Iterator[RawDoc]]:
+def zip_source(domain: str, src: HubSource) -> tuple[dict[str, Any], Iterator[RawDoc]]:
     assert src.url
     archive = download(src.url, domain)
     member = f"{src.split}.json"
@@ -146,7 +146,7 @@ def zip_source(domain: str, src: SourceParams) -> tuple[dict[str, Any], Iterator
 # ----------------------------------------------------------------------------- Hugging Face datasets
 
 
-def _resolve_revision(src: SourceParams) -> str | None:
+def _resolve_revision(src: HubSource) -> str | None:
     """The commit a hub dataset resolves to (None offline or for packaged builders)."""
     if src.revision or src.dataset in _PACKAGED:
         return src.revision
@@ -183,7 +183,7 @@ def _wikitext_articles(rows: Iterator[dict[str, Any]], limit: int) -> Iterator[t
         yield from flush()
 
 
-def datasets_source(domain: str, src: SourceParams, seed: int, max_chars: int) -> tuple[dict[str, Any], Iterator[RawDoc]]:
+def datasets_source(domain: str, src: HubSource, seed: int, max_chars: int) -> tuple[dict[str, Any], Iterator[RawDoc]]:
     try:
         import datasets
     except ImportError as e:
@@ -268,7 +268,7 @@ def datasets_source(domain: str, src: SourceParams, seed: int, max_chars: int) -
     return prov, docs()
 
 
-def hub_source(domain: str, src: SourceParams, seed: int, max_chars: int) -> tuple[dict[str, Any], Iterator[RawDoc]]:
+def hub_source(domain: str, src: HubSource, seed: int, max_chars: int) -> tuple[dict[str, Any], Iterator[RawDoc]]:
     if src.url:
         return zip_source(domain, src)
     return datasets_source(domain, src, seed, max_chars)

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from moe_emergence.config import SourceParams
+from moe_emergence.core.config import LocalSource
 from moe_emergence.data.documents import RawDoc
-from moe_emergence.data.errors import DataError
+from moe_emergence.core.errors import DataError
 from moe_emergence.data.templates import render, strip_patterns
 
 _FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
@@ -110,7 +110,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def local_source(domain: str, src: SourceParams) -> tuple[dict[str, Any], Iterator[RawDoc]]:
+def local_source(domain: str, src: LocalSource) -> tuple[dict[str, Any], Iterator[RawDoc]]:
     key = f"data.sources.{domain}.path"
     files = resolve_files(src.path, key)
     formats = [_format(p, src.format, key) for p in files]

@@ -6,16 +6,16 @@ import os
 import sys
 from collections.abc import Callable
 
-from moe_emergence.allocator import keep_freed_memory
-from moe_emergence.atomic import OutputError
-from moe_emergence.config import ParamsError
+from moe_emergence.core.allocator import keep_freed_memory
+from moe_emergence.core.atomic import OutputError
+from moe_emergence.core.config import ParamsError
 
 # Error classes of the package's concerns that mean bad input or environment. They are
 # looked up only in modules already imported: an error cannot come from a module that
 # never loaded, and importing the trainer to name its error would make every stage's
 # command depend on the whole training package.
 _ERROR_CLASSES = (
-    ("moe_emergence.data.errors", "DataError"),
+    ("moe_emergence.core.errors", "DataError"),
     ("moe_emergence.training.trainer", "TrainingError"),
     ("moe_emergence.model.checkpoint", "CheckpointError"),
 )
