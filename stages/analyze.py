@@ -1,6 +1,6 @@
 """Stage `analyze`: the trained variants and the eval set in, `reports/` out.
 
-Usage: python stages/analyze.py [--packed data/packed --sampled data/sampled --models models
+Usage: python -m stages.analyze [--packed data/packed --sampled data/sampled --models models
                                  --train-reports reports/train --out reports]
 
 Writes reports/report.md, reports/figures/*.png, reports/analysis/metrics.json

@@ -1,6 +1,6 @@
 """Stage `pack`: GPT-2 BPE into fixed uint16 blocks (Arrow), train balanced; the data report.
 
-Usage: python stages/pack.py --sampled data/sampled --out data/packed \
+Usage: python -m stages.pack --sampled data/sampled --out data/packed \
            --report reports/data/pack.json --report-dir reports/data
 """
 

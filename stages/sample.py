@@ -1,6 +1,6 @@
 """Stage `sample`: seeded shuffle, then truncation to `sample.size_mb` characters per domain.
 
-Usage: python stages/sample.py --split data/split --out data/sampled --report reports/data/sample.json
+Usage: python -m stages.sample --split data/split --out data/sampled --report reports/data/sample.json
 """
 
 from __future__ import annotations

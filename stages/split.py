@@ -1,6 +1,6 @@
 """Stage `split`: train/eval by group, with the leakage proof (exact and near-duplicates).
 
-Usage: python stages/split.py --raw data/raw --out data/split --report reports/data/split.json
+Usage: python -m stages.split --raw data/raw --out data/split --report reports/data/split.json
 """
 
 from __future__ import annotations

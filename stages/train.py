@@ -1,15 +1,16 @@
 """Stage `train@<variant>` / `train_dense`: fine-tune one variant from the base model.
 
-Usage: python stages/train.py --variant moe --seed 0 [--packed data/packed --base models/base]
-Several GPUs: torchrun --nproc_per_node N stages/train.py --variant moe --seed 0
+Usage: python -m stages.train --variant moe --seed 0 [--packed data/packed --base models/base]
+Several GPUs: python -m stages.train --nproc N ... (torchrun, one node); multi-node: README
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from moe_emergence.core.cli import run_stage
+from moe_emergence.core.cli import relaunch, run_stage
 from moe_emergence.core.config import load_params
 from moe_emergence.training.runs import run_name, run_variant
 
@@ -19,6 +20,8 @@ def main() -> None:
     ap.add_argument("--variant", required=True)
     ap.add_argument("--seed", type=int, required=True, help="one of the `seeds` in params.yaml")
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--nproc", type=int, default=1,
+                    help="data-parallel processes on this machine (train.nproc; torchrun when > 1)")
     ap.add_argument("--packed", type=Path, default=Path("data/packed"))
     ap.add_argument("--base", type=Path, default=Path("models/base"))
     ap.add_argument("--model-out", type=Path)
@@ -26,6 +29,8 @@ def main() -> None:
     ap.add_argument("--work-root", type=Path, default=None,
                     help="where resumable work in progress lives (default .cache/runs)")
     a = ap.parse_args()
+    if relaunch(a.nproc, "stages.train", sys.argv[1:]):  # each rank runs this same command
+        return
     params = load_params(a.params)
     params.variant(a.variant)  # an unknown variant fails here, before any work
     run = run_name(a.variant, a.seed)

@@ -40,13 +40,15 @@ def make_repo(repo: Path, edit: Callable[[dict], None]) -> Path:
     shutil.copytree(ROOT / "moe_emergence", repo / "moe_emergence", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copytree(ROOT / "inputs", repo / "inputs")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     edit(params)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / ".gitignore").write_text(".cache/\n__pycache__/\n")
+    (repo / ".gitignore").write_text(".cache/\n__pycache__/\ndvc_plots/\n")
     run(["git", "init", "-q"], repo)
     run([DVC, "init", "-q"], repo)
     shutil.copy(ROOT / ".dvcignore", repo)  # after `dvc init`, which writes an empty one
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots", dirs_exist_ok=True)  # plot templates
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "init"], repo)
     return repo

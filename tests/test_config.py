@@ -39,6 +39,13 @@ def test_default_params_validate():
         (lambda r: r["pack"].update(vocab_min_count=-1), "pack.vocab_min_count"),
         (lambda r: r["model"].update(router_init="zeros"), "model.router_init"),
         (lambda r: r["analyze"].update(untrained_seeds=1), "analyze.untrained_seeds"),
+        # the dense baseline always runs; a repeated variant would be trained and analysed twice
+        (lambda r: r.update(run_variants=["moe", "dense"]), "run_variants"),
+        (lambda r: r.update(run_variants=["moe", "moe"]), "run_variants"),
+        # one expert: the real conflict is the collapse floor, named with the MoE key
+        (lambda r: r["model"].update(n_experts=1), "model.n_experts"),
+        # checked before pack replaces data/packed, not after
+        (lambda r: r["pack"].update(block_size=256), "pack.block_size"),
     ],
 )
 def test_bad_params_name_the_key(edit, key):

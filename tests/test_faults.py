@@ -172,7 +172,7 @@ def test_truncated_arrow_file_is_a_clear_error(finished_repo, tmp_path):
         data = f.read_bytes()
         (packed / f.name).write_bytes(data[: len(data) // 2] if f.name == "train.arrow" else data)
     r = stage(repo, "train", "--variant", "moe", "--seed", "0", "--packed", str(packed), "--model-out", "x/m", "--report-out", "x/r")
-    one_line_error(r, "train", str(packed / "train.arrow"), "dvc repro -f pack")
+    one_line_error(r, "train", str(packed / "train.arrow"), "dvc repro -s -f pack")
     assert not (repo / "x").exists()
 
 

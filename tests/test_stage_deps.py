@@ -72,7 +72,11 @@ def stages() -> dict[str, tuple[str, list[str]]]:
     out = {}
     for name, st in spec.items():
         body = st.get("do", st)
-        script = body["cmd"].split()[1]
+        words = body["cmd"].split()
+        # `python -m stages.x`: the package is imported from the tree the stage runs in (an
+        # experiment's temporary copy too), never from wherever it was installed
+        assert words[:2] == ["python", "-m"], f"{name}: {body['cmd']}"
+        script = words[2].replace(".", "/") + ".py"
         deps = [d.replace("${item}", "x") for d in body["deps"]]
         out[name] = (script, deps)
     return out

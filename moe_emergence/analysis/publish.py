@@ -94,7 +94,19 @@ def metrics_summary(r: Results) -> dict[str, Any]:
 
 
 def write_curves(r: Results, directory: Path) -> None:
-    """TSVs behind the DVC plots: P(expert | domain) per run, with layer and expert in one label."""
+    """TSVs behind the DVC plots, long format with a `series` label per line, so that the top-level
+    plots of dvc.yaml (template `.dvc/plots/series.json`) follow `run_variants`, `seeds` and the MoE
+    layers of any profile; and P(expert | domain) per run, with layer and expert in one label."""
+    if not r.loss_curves.empty:
+        c = r.loss_curves.assign(series=r.loss_curves["variant"] + " seed" + r.loss_curves["seed"].astype(str))
+        for split, g in c.groupby("split"):
+            g.rename(columns={"loss": "lm_loss"})[["step", "series", "lm_loss"]].to_csv(
+                directory / f"{split}_lm_loss.tsv", sep="\t", index=False, float_format="%.6g")
+    if not r.router_curves.empty:
+        c = r.router_curves
+        c = c.assign(series=c["variant"] + " seed" + c["seed"].astype(str) + " layer" + c["layer"].astype(str))
+        cols = [k for k in ("top_share", "token_entropy", "live_experts") if k in c]
+        c[["step", "series", *cols]].to_csv(directory / "router.tsv", sep="\t", index=False, float_format="%.6g")
     if not r.routing.empty:
         for (v, s), g in r.routing.groupby(["variant", "seed"]):
             wide = g.assign(expert=g["layer"].map(lambda x: f"L{x}") + ".E" + g["expert"].astype(str)).pivot(

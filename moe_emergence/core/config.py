@@ -277,6 +277,8 @@ class TrainParams(Section):
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
     optim: OptimParams = OptimParams()
+    # Data-parallel processes on one machine (torchrun when > 1; the global batch stays batch_size)
+    nproc: int = Field(1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     log_every: int = Field(10, ge=1)
@@ -341,14 +343,21 @@ class Params(Section):
             raise bad("train.seed", "is set per run from `seeds` (a list); remove it from `train`")
         if len(set(self.seeds)) != len(self.seeds):
             raise bad("seeds", f"has repeated seeds: {self.seeds}")
+        if len(set(self.run_variants)) != len(self.run_variants):
+            raise bad("run_variants", f"names a variant twice: {self.run_variants}")
         for name in self.run_variants:
-            if name not in self.variants or name == "dense":
-                raise bad("run_variants", f"names {name!r}, which is not a MoE variant defined under `variants`")
+            if name not in self.variants or not self.is_moe(name):
+                raise bad("run_variants", f"names {name!r}, which is not a MoE variant defined under `variants` "
+                          "(the dense baseline always runs; list MoE variants only)")
         for name in self.variants:
             m, t = self.variant(name)  # every override must name a real key with a valid value
-            if t.collapse_min_live > m.n_experts:
-                raise bad("train.collapse_min_live", f"({t.collapse_min_live}) cannot exceed model.n_experts "
-                          f"({m.n_experts}) (variant {name!r}): every check would flag a collapse")
+            if self.is_moe(name) and t.collapse_min_live > m.n_experts:
+                raise bad("model.n_experts", f"({m.n_experts}) is below train.collapse_min_live "
+                          f"({t.collapse_min_live}) in variant {name!r}: every check would flag a collapse; "
+                          "lower train.collapse_min_live to at most n_experts")
+        if self.model.init == "scratch" and self.pack.block_size > self.model.arch.n_positions:
+            raise bad("pack.block_size", f"({self.pack.block_size}) exceeds model.arch.n_positions "
+                      f"({self.model.arch.n_positions}): the model cannot read blocks that long")
         return self
 
     def variant(self, name: str) -> tuple[ModelParams, TrainParams]:

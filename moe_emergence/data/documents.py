@@ -107,7 +107,7 @@ def read_docs(path: str | Path, stage: str, columns: list[str] | None = None) ->
     try:
         return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path} is not a readable Parquet file ({e}); re-run `dvc repro -f {stage}`") from e
+        raise DataError(f"{path} is not a readable Parquet file ({e}); re-run `dvc repro -s -f {stage}`") from e
 
 
 def read_provenance(table_or_path: pa.Table | str | Path) -> dict[str, Any]:

@@ -148,7 +148,7 @@ def tokenize_domain(tok: Tokenizer, path: Path, domain: str, block_size: int, sc
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path} is not a readable Parquet file ({e}); re-run `dvc repro -f sample`") from e
+        raise DataError(f"{path} is not a readable Parquet file ({e}); re-run `dvc repro -s -f sample`") from e
     for batch in pf.iter_batches(batch_size=DOCS_PER_BATCH, columns=["doc_id", "text", "split"]):
         ids, texts, splits = (batch.column(i).to_pylist() for i in range(3))
         encoded = tok.encode_batch(texts)
@@ -197,7 +197,11 @@ def run_pack(pp: PackParams, sampled_dir: str | Path, out_dir: str | Path, repor
             )
         for d in domains:
             if stats["eval"][d]["blocks"] == 0:
-                warnings.append(f"domain {d!r} has no eval block of {pp.block_size} tokens")
+                raise DataError(
+                    f"pack: the eval split of domain {d!r} yields no block of {pp.block_size} tokens "
+                    f"({stats['eval'][d]['tokens']} tokens): nothing would measure that domain; raise "
+                    "sample.size_mb (or sample.eval_max_mb) or lower pack.block_size"
+                )
 
         # imbalance is judged on tokens before balancing, tail and EOS included (as in the reference)
         toks = {d: stats["train"][d]["tokens"] for d in domains}

@@ -79,11 +79,11 @@ def load_packed(path: str | Path) -> PackedData:
     try:
         table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
-        raise DataError(f"{path} is not a readable Arrow IPC file (truncated or corrupt? {e}); re-run `dvc repro -f pack`") from e
+        raise DataError(f"{path} is not a readable Arrow IPC file (truncated or corrupt? {e}); re-run `dvc repro -s -f pack`") from e
     missing = [c for c in _REQUIRED if c not in table.column_names]
     raw_meta = (table.schema.metadata or {}).get(META_KEY)
     if missing or raw_meta is None:
-        raise DataError(f"{path} is not a packed corpus (missing {missing or 'metadata'}); re-run `dvc repro -f pack`")
+        raise DataError(f"{path} is not a packed corpus (missing {missing or 'metadata'}); re-run `dvc repro -s -f pack`")
     meta = json.loads(raw_meta)
     typ = table.schema.field("input_ids").type
     if not (pa.types.is_fixed_size_list(typ) and typ.value_type == pa.uint16()):

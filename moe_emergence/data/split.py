@@ -179,7 +179,7 @@ def run_split(sp: SplitParams, raw_dir: str | Path, out_dir: str | Path, report:
         for domain, path in files.items():
             table = read_docs(path, "fetch")
             if table.num_rows == 0:
-                raise DataError(f"{path}: no documents (re-run `dvc repro -f fetch`)")
+                raise DataError(f"{path}: no documents (re-run `dvc repro -s -f fetch`)")
             out, rep = split_domain(table, sp)
             if rep["eval"]["docs"] == 0:
                 rep["warning"] = "no eval documents: raise split.eval_min or add documents"

@@ -88,7 +88,7 @@ class Vocab:
             kept = raw["kept_ids"]
             return cls(int(raw["source_size"]), None if kept is None else tuple(int(i) for i in kept))
         except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{p} is not a vocabulary file ({e}); re-run `dvc repro -f pack`") from None
+            raise DataError(f"{p} is not a vocabulary file ({e}); re-run `dvc repro -s -f pack`") from None
 
     @classmethod
     def of_model(cls, model: Any) -> Vocab:

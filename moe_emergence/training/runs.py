@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moe_emergence.core.config import Params, ParamsError, TrainParams
+from moe_emergence.core.config import ModelParams, Params, ParamsError, TrainParams
 from moe_emergence.data.packed import spread_rows
 from moe_emergence.data.vocab import VOCAB_FILE, Vocab
 from moe_emergence.training.distributed import init_distributed, shutdown
@@ -63,7 +63,7 @@ def base_train_params(params: Params) -> TrainParams:
 def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path,
              work_root: Path | None = None) -> None:
     from moe_emergence.model.checkpoint import save_model
-    from moe_emergence.model.gpt2 import load_pretrained, make_dense
+    from moe_emergence.model.gpt2 import make_dense
 
     dist = init_distributed("cuda" if params.train.device != "cpu" and _cuda() else "cpu")
     try:
@@ -79,8 +79,9 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
                     f"params.yaml: `pack.vocab_min_count` is {params.pack.vocab_min_count}, but a pretrained "
                     f"base (model.init: {mp.init}) embeds the tokenizer's whole vocabulary; set it to 0"
                 )
-            model = load_pretrained(mp.init)
+            model = pretrained(mp)
         train, evals = load_data(packed_dir, vocab)
+        check_batch(train.ids.shape[0], params.base.batch_size * params.base.grad_accum, "base")
         block = train.ids.shape[1]
         n_pos = model.config.n_positions
         if block > n_pos:
@@ -89,8 +90,10 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
         if params.base.max_steps == 0:
             # A pretrained base is used as it is: export it in the pipeline's own format.
             save_model(model, model_out, {"step": 0, "variant": "base", "init": mp.init})
-            from moe_emergence.core.atomic import write_json
+            from moe_emergence.core.atomic import atomic_dir, write_json
 
+            with atomic_dir(report_out / "plots") as tmp:  # no curves: the CPU profile's must not linger
+                (tmp / "README.md").write_text(f"No base training: `model.init: {mp.init}` exported as it is.\n")
             write_json(report_out / "metrics.json", {"steps": 0, "init": mp.init})
             print(f"[base] exported {mp.init} to {model_out} (base.max_steps is 0)", file=sys.stderr)
             return
@@ -102,6 +105,32 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
         Trainer(spec, model, train, evals, dist).run()
     finally:
         shutdown()
+
+
+def pretrained(mp: ModelParams):
+    """The pretrained GPT-2 named by `model.init`, its depth checked against `model.moe_layers`."""
+    from moe_emergence.model.gpt2 import load_pretrained
+
+    try:
+        model = load_pretrained(mp.init)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise ParamsError(f"params.yaml: `model.init` ({mp.init}): {e}") from None
+    check_moe_layers(mp.moe_layers, model.config.n_layer, f"model.init {mp.init!r}")
+    return model
+
+
+def check_moe_layers(layers: list[int], n_layer: int, what: str) -> None:
+    bad = [i for i in layers if not 0 <= i < n_layer]
+    if bad:
+        raise ParamsError(f"params.yaml: `model.moe_layers` index {bad[0]} is outside the layers 0..{n_layer - 1} "
+                          f"of {what}")
+
+
+def check_batch(n_train: int, batch: int, section: str) -> None:
+    """A batch larger than the train set would repeat blocks within a step: refuse it before any work."""
+    if batch > n_train:
+        raise ParamsError(f"params.yaml: `{section}.batch_size` x `{section}.grad_accum` ({batch} blocks) exceeds the "
+                          f"{n_train} train blocks in data/packed; raise sample.size_mb or lower the batch")
 
 
 def run_name(variant: str, seed: int) -> str:
@@ -125,8 +154,10 @@ def run_variant(params: Params, name: str, seed: int, packed_dir: Path, base_dir
         vocab = Vocab.of_model(model)
         check_vocab(vocab, packed_dir, f"the base model in {base_dir}")
         train, evals = load_data(packed_dir, vocab)
+        check_batch(train.ids.shape[0], tp.batch_size * tp.grad_accum, "train")
         moe = params.is_moe(name)
         if moe:
+            check_moe_layers(mp.moe_layers, model.config.n_layer, f"the base model in {base_dir}")
             calib = torch.from_numpy(spread_rows(train.ids, mp.calibration_blocks))
             model = to_moe(model, mp, seed=tp.seed, calibration=calib)
         run = run_name(name, seed)

@@ -443,10 +443,13 @@ class Trainer:
             if live is not None and metrics:
                 live.step = step
                 for k, v in metrics.items():
-                    if math.isfinite(v):
+                    # throughput goes to the log only: wall-clock in a curve would change the
+                    # stage's outputs, and so dvc.lock, on every re-run of the same run
+                    if math.isfinite(v) and k != "train/tokens_per_s":
                         live.log_metric(k, v)
                 live.next_step()
-            if self.dist.main and (step % tp.snapshot_every == 0 or final or stop):
+            # the final model is published as such, so no snapshot duplicates it
+            if self.dist.main and step % tp.snapshot_every == 0 and not (final or stop):
                 save_model(self.model, self.spec.work_dir / "snapshots" / f"step_{step:06d}",
                            {"step": step, "variant": self.spec.name})
             if step % tp.resume_every == 0 and not final and not stop and self.dist.main:
@@ -476,11 +479,13 @@ class Trainer:
         out: dict[str, Any] = {
             "steps": self.step,
             "eval": {k.split("/", 1)[1]: v for k, v in ev.items() if k.startswith("eval/")},
-            "train": {"tokens_per_s": float(np.median(self.tokens_per_s)) if self.tokens_per_s else 0.0,
-                      "tokens": self.step * self.tp.batch_size * self.tp.grad_accum
+            # throughput is in the log and the plots (train/tokens_per_s), not here: a metric
+            # that changes on every re-run would make every `dvc metrics diff` show a change
+            "train": {"tokens": self.step * self.tp.batch_size * self.tp.grad_accum
                       * int(self.train_set.ids.shape[1])},
-            "collapse": {"detected": int(rec["detected"]), "step": rec["step"], "layer": rec["layer"],
-                         "expert": rec["expert"], "share": rec["share"], "live_experts": rec["live_experts"]},
+            # where and how only when there was one: a -1 would read as a value in `metrics diff`
+            "collapse": {"detected": int(rec["detected"]), **({k: rec[k] for k in (
+                "step", "layer", "expert", "share", "live_experts")} if rec["detected"] else {})},
         }
         if self.moe:
             layers = {}
@@ -497,12 +502,10 @@ class Trainer:
     def _publish(self, summary: dict[str, Any]) -> None:
         """Assemble the declared outputs from the finished work dir, each complete or absent."""
         work = self.spec.work_dir
-        # the sidecar records what the weights are, not how fast they were made: with no
-        # wall-clock figure in it, the same run gives the same bytes and the same DVC hash
-        stable = json.loads(json.dumps(summary))
-        stable["train"].pop("tokens_per_s", None)
+        # the sidecar records what the weights are, not how fast they were made (the summary has
+        # no wall-clock figure): the same run gives the same bytes and the same DVC hash
         save_model(self.model, work / "final", {"step": self.step, "variant": self.spec.name,
-                                                 "summary": stable})
+                                                 "summary": summary})
         with atomic_dir(self.spec.model_out) as tmp:
             _link_tree(work / "final", tmp)
             if (work / "snapshots").exists():
@@ -518,7 +521,9 @@ class Trainer:
             write_json(tmp / "metrics.json", summary)
         shutil.rmtree(work, ignore_errors=True)
         ev = summary["eval"]
-        _log(f"[{self.spec.name}] done: {self.step} steps, eval lm_loss {ev.get('lm_loss', float('nan')):.4f}, "
+        tps = float(np.median(self.tokens_per_s)) if self.tokens_per_s else 0.0
+        _log(f"[{self.spec.name}] done: {self.step} steps ({tps:,.0f} tok/s median), "
+             f"eval lm_loss {ev.get('lm_loss', float('nan')):.4f}, "
              f"collapse {'detected at step ' + str(summary['collapse']['step']) if summary['collapse']['detected'] else 'not detected'}"
              f"; model in {self.spec.model_out}, metrics in {self.spec.report_out / 'metrics.json'}")
 

@@ -92,6 +92,7 @@ PARAMS = {
         "device": "cpu",
         "optim": {"lr": 0.003, "warmup_frac": 0.25},
     },
+    "pack": {"block_size": 16, "vocab_min_count": 2},
     "variants": {
         "dense": {"moe": False},
         "moe": {},

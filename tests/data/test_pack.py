@@ -78,7 +78,7 @@ def _sampled(tmp_path, sizes, seed=0):
 
 
 def test_run_pack_balances_train_and_round_trips(tmp_path, tok):
-    sampled, docs = _sampled(tmp_path, {"code": (120, 10), "math": (60, 8), "prose": (90, 0)})
+    sampled, docs = _sampled(tmp_path, {"code": (120, 10), "math": (60, 8), "prose": (90, 4)})
     pp = PackParams(block_size=32)
     rep = run_pack(pp, sampled, tmp_path / "packed", tmp_path / "pack.json", tok=tok)
     tr = load_packed(tmp_path / "packed" / "train.arrow")
@@ -88,7 +88,7 @@ def test_run_pack_balances_train_and_round_trips(tmp_path, tok):
     assert tr.ids.dtype == np.uint16 and tr.ids.shape == (3 * m, 32)
     assert {d: int((tr.domains == d).sum()) for d in blocks} == dict.fromkeys(blocks, m)
     assert rep["train"]["domains"]["code"]["blocks_balanced"] == m
-    assert len(ev) == rep["eval"]["blocks"] and int((ev.domains == "prose").sum()) == 0
+    assert len(ev) == rep["eval"]["blocks"] and int((ev.domains == "prose").sum()) > 0
     assert tr.meta["eos_id"] == 50256 and tr.meta["split"] == "train" and tr.block_size == 32
     # train blocks of a domain are a shuffle, not the first m
     code_idx = tr.table.column("block_index").to_numpy()[tr.domains == "code"]
@@ -164,3 +164,11 @@ def test_unbalanced_train_keeps_every_block(tmp_path, tok, capsys):
     tr = load_packed(tmp_path / "packed" / "train.arrow")
     assert len(tr) == sum(d["blocks"] for d in rep["train"]["domains"].values())
     assert "NOT balanced" in capsys.readouterr().err
+
+
+def test_a_domain_without_an_eval_block_is_an_error(tmp_path, tok):
+    """Nothing would measure that domain: refuse, and leave the previous data/packed in place."""
+    sampled, _ = _sampled(tmp_path, {"code": (120, 10), "math": (60, 8), "prose": (90, 0)})
+    with pytest.raises(DataError, match="eval split of domain 'prose'"):
+        run_pack(PackParams(block_size=32), sampled, tmp_path / "packed", tmp_path / "pack.json", tok=tok)
+    assert not (tmp_path / "packed").exists()

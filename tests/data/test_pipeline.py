@@ -59,8 +59,12 @@ def test_dvc_repro_pack_end_to_end(repo):
         ("fetch", ["--out", "x/raw", "--report", "x/f.json"], lambda p: p["pack"].update(block_size=3),
          "pack.block_size"),
         ("fetch", ["--out", "x/raw", "--report", "x/f.json"],
-         lambda p: p["data"]["sources"].update(math={"kind": "local", "path": "nope/*.jsonl", "template": "{q}"}),
+         lambda p: p["data"]["sources"].update(math={"kind": "local", "path": "inputs/nope/*.jsonl", "template": "{q}"}),
          "matches no file"),
+        # a local file outside inputs/ would be read but not tracked: editing it would not re-run fetch
+        ("fetch", ["--out", "x/raw", "--report", "x/f.json"],
+         lambda p: p["data"]["sources"].update(math={"kind": "local", "path": "/tmp/m.jsonl", "template": "{q}"}),
+         "must lie under inputs/"),
         ("split", ["--raw", "x/none", "--out", "x/split", "--report", "x/s.json"], None, "run `dvc repro fetch` first"),
         ("pack", ["--sampled", "x/none", "--out", "x/packed", "--report", "x/p.json", "--report-dir", "x"], None,
          "run `dvc repro sample` first"),

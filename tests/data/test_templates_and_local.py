@@ -99,3 +99,13 @@ def test_bad_template_is_a_params_error():
     raw["data"]["sources"]["math"]["template"] = "{q.attr}"
     with pytest.raises(ParamsError, match=r"data\.sources\.math\.template"):
         parse_params(raw)
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_a_byte_order_mark_is_skipped(tmp_path, fmt):
+    """Excel and Notepad write a UTF-8 BOM: its field names and JSON must still read."""
+    path = _write(tmp_path, fmt)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    table, counts, _ = fetch_domain("math", _data(path))
+    assert counts["kept"]["docs"] == 6
+    assert table.column("text").to_pylist()[0] == "What is 1 plus 1?\n\n1 plus 1 is 2."

@@ -54,12 +54,12 @@ def _format(path: Path, fmt: str, key: str) -> str:
 
 
 def _records(path: Path, fmt: str) -> Iterator[tuple[str, Any]]:
-    """(record locator, record) pairs of one file."""
+    """(record locator, record) pairs of one file; a UTF-8 byte order mark (Excel, Notepad) is skipped."""
     try:
         if fmt == "txt":
-            yield "", {"text": path.read_text(encoding="utf-8")}
+            yield "", {"text": path.read_text(encoding="utf-8-sig")}
         elif fmt == "jsonl":
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:
                 for i, line in enumerate(f, 1):
                     if not line.strip():
                         continue
@@ -69,7 +69,7 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[str, Any]]:
                         raise DataError(f"{path} line {i}: not valid JSON ({e.msg})") from e
         elif fmt == "json":
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = json.loads(path.read_text(encoding="utf-8-sig"))
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
             if not isinstance(data, list):
@@ -77,7 +77,7 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[str, Any]]:
             for i, rec in enumerate(data):
                 yield f"record {i}", rec
         elif fmt == "csv":
-            with open(path, encoding="utf-8", newline="") as f:
+            with open(path, encoding="utf-8-sig", newline="") as f:
                 for i, rec in enumerate(csv.DictReader(f), 2):  # line 1 is the header
                     yield f"line {i}", rec
         elif fmt == "parquet":
