@@ -19,13 +19,13 @@ from moe_emergence.training.runs import run_base
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--nproc", type=int, default=1,
+    ap.add_argument("--processes", type=int, default=1,
                     help="data-parallel processes on this machine (train.nproc; torchrun when > 1)")
     ap.add_argument("--packed", type=Path, default=Path("data/packed"))
     ap.add_argument("--model-out", type=Path, default=Path("models/base"))
     ap.add_argument("--report-out", type=Path, default=Path("reports/train/base"))
     a = ap.parse_args()
-    if relaunch(a.nproc, "stages.base", sys.argv[1:]):  # each rank runs this same command
+    if relaunch(a.processes, "stages.base", sys.argv[1:]):  # each rank runs this same command
         return
     run_base(load_params(a.params), a.packed, a.model_out, a.report_out)
 

@@ -1,7 +1,7 @@
 """Stage `train@<variant>` / `train_dense`: fine-tune one variant from the base model.
 
 Usage: python -m stages.train --variant moe --seed 0 [--packed data/packed --base models/base]
-Several GPUs: python -m stages.train --nproc N ... (torchrun, one node); multi-node: README
+Several GPUs: python -m stages.train --processes N ... (torchrun, one node); multi-node: README
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def main() -> None:
     ap.add_argument("--variant", required=True)
     ap.add_argument("--seed", type=int, required=True, help="one of the `seeds` in params.yaml")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--nproc", type=int, default=1,
+    ap.add_argument("--processes", type=int, default=1,
                     help="data-parallel processes on this machine (train.nproc; torchrun when > 1)")
     ap.add_argument("--packed", type=Path, default=Path("data/packed"))
     ap.add_argument("--base", type=Path, default=Path("models/base"))
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--work-root", type=Path, default=None,
                     help="where resumable work in progress lives (default .cache/runs)")
     a = ap.parse_args()
-    if relaunch(a.nproc, "stages.train", sys.argv[1:]):  # each rank runs this same command
+    if relaunch(a.processes, "stages.train", sys.argv[1:]):  # each rank runs this same command
         return
     params = load_params(a.params)
     params.variant(a.variant)  # an unknown variant fails here, before any work

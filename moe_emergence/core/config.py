@@ -355,6 +355,10 @@ class Params(Section):
                 raise bad("model.n_experts", f"({m.n_experts}) is below train.collapse_min_live "
                           f"({t.collapse_min_live}) in variant {name!r}: every check would flag a collapse; "
                           "lower train.collapse_min_live to at most n_experts")
+        for sec, batch in (("base", self.base.batch_size), ("train", self.train.batch_size)):
+            if batch % self.train.nproc:
+                raise bad(f"{sec}.batch_size", f"({batch}) must be divisible by train.nproc ({self.train.nproc}): "
+                          "the global batch is split evenly over the processes")
         if self.model.init == "scratch" and self.pack.block_size > self.model.arch.n_positions:
             raise bad("pack.block_size", f"({self.pack.block_size}) exceeds model.arch.n_positions "
                       f"({self.model.arch.n_positions}): the model cannot read blocks that long")
