@@ -25,6 +25,7 @@ from moe_emergence.data.documents import (
     write_docs,
 )
 from moe_emergence.core.errors import DataError
+from moe_emergence.core.progress import progress
 from moe_emergence.data.sources import open_source
 
 
@@ -38,7 +39,7 @@ def fetch_domain(domain: str, data: DataParams) -> tuple[pa.Table, dict[str, Any
     seen_ids: set[str] = set()
     rows: list[dict[str, Any]] = []
     capped = False
-    for raw in docs:
+    for raw in progress(docs, f"fetch {domain}", unit="doc"):
         read += 1
         read_chars += len(raw.text)
         text = clean_text(raw.text)

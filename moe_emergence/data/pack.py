@@ -34,6 +34,7 @@ from moe_emergence.core.atomic import atomic_dir, write_json
 from moe_emergence.core.config import PackParams
 from moe_emergence.data.documents import SPLITS, domain_files
 from moe_emergence.core.errors import DataError
+from moe_emergence.core.progress import progress
 from moe_emergence.data.packed import FORMAT_VERSION, packed_schema
 from moe_emergence.data.tokenizer import Tokenizer, load_tokenizer
 from moe_emergence.data.vocab import VOCAB_FILE, Vocab, count_ids
@@ -149,7 +150,9 @@ def tokenize_domain(tok: Tokenizer, path: Path, domain: str, block_size: int, sc
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path} is not a readable Parquet file ({e}); re-run `dvc repro -s -f sample`") from e
-    for batch in pf.iter_batches(batch_size=DOCS_PER_BATCH, columns=["doc_id", "text", "split"]):
+    batches = pf.iter_batches(batch_size=DOCS_PER_BATCH, columns=["doc_id", "text", "split"])
+    total = -(-pf.metadata.num_rows // DOCS_PER_BATCH)
+    for batch in progress(batches, f"pack {domain} ({DOCS_PER_BATCH} docs each)", total=total, unit="batch"):
         ids, texts, splits = (batch.column(i).to_pylist() for i in range(3))
         encoded = tok.encode_batch(texts)
         for s in SPLITS:

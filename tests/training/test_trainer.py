@@ -143,6 +143,7 @@ def _ddp_worker(rank: int, world: int, port: int, tmp: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes: ~20 s, outside `make check`
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     train, evals = tiny_data()
     Trainer(spec_for(tmp_path / "one", "moe", train_params(max_steps=4)), make_model(), train, evals).run()
