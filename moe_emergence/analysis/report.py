@@ -121,19 +121,17 @@ def quality(r: Results) -> list[str]:
 def collapse(r: Results) -> list[str]:
     t = r.table
     rows, lines = [], []
-    for v in r.moe_variants():
-        for s in r.seeds(v):
-            for layer in r.layers(v):
-                top = one(t, variant=v, seed=s, layer=layer, metric="top_share")
-                live = one(t, variant=v, seed=s, layer=layer, metric="live_experts")
-                w_top = one(t, variant=v, seed=s, layer=layer, metric="top_share_window0")
-                w_live = one(t, variant=v, seed=s, layer=layer, metric="live_experts_window0")
-                rows.append({"variant": v, "seed": s, "layer": layer,
-                             "step 0 top share (eval)": f3(top["null_mean"]), "step 0 live (eval)": _int(live["null_mean"]),
-                             "step 0 top share (1st window)": f3(w_top["value"]) if w_top is not None else "-",
-                             "step 0 live (1st window)": _int(w_live["value"]) if w_live is not None else "-",
-                             "final top share": f3(top["value"]), "final live": _int(live["value"])})
-            lines.append(collapse_verdict(r, v, s))
+    for v, s, layer in r.moe_runs():
+        top = one(t, variant=v, seed=s, layer=layer, metric="top_share")
+        live = one(t, variant=v, seed=s, layer=layer, metric="live_experts")
+        w_top = one(t, variant=v, seed=s, layer=layer, metric="top_share_window0")
+        w_live = one(t, variant=v, seed=s, layer=layer, metric="live_experts_window0")
+        rows.append({"variant": v, "seed": s, "layer": layer,
+                     "step 0 top share (eval)": f3(top["null_mean"]), "step 0 live (eval)": _int(live["null_mean"]),
+                     "step 0 top share (1st window)": f3(w_top["value"]) if w_top is not None else "-",
+                     "step 0 live (1st window)": _int(w_live["value"]) if w_live is not None else "-",
+                     "final top share": f3(top["value"]), "final live": _int(live["value"])})
+    lines += [collapse_verdict(r, v, s) for v in r.moe_variants() for s in r.seeds(v)]
     n = r.n_experts
     head = ["## Load balance and collapse, from step 0", "",
             f"Top share: the largest expert's share of a layer's tokens (uniform 1/{n} = {1 / n:.3f}); live: experts "
@@ -177,21 +175,19 @@ def collapse_verdict(r: Results, v: str, s: int) -> str:
 def specialization(r: Results) -> list[str]:
     t = r.table
     rows, lines = [], []
-    for v in r.moe_variants():
-        for s in r.seeds(v):
-            for layer in r.layers(v):
-                for metric, label in LABELS.items():
-                    u = one(t, variant=v, seed=s, layer=layer, metric=metric, null="untrained")
-                    if u is None:
-                        continue
-                    sh = one(t, variant=v, seed=s, layer=layer, metric=metric, null="shuffled")
-                    rows.append({"variant": v, "seed": s, "layer": layer, "number": label, "trained": f3(u["value"]),
-                                 "untrained router: mean (5-95%)": f"{f3(u['null_mean'])} ({f3(u['null_p05'])}-{f3(u['null_p95'])})",
-                                 "trained - untrained": f"{u['value'] - u['null_mean']:+.3f}",
-                                 "p (untrained)": f"{u['p_value']:.3f}",
-                                 "95% CI (groups)": f"[{f3(sh['ci_low'])}, {f3(sh['ci_high'])}]" if sh is not None else "-",
-                                 "shuffled groups: mean (95th)": f"{f3(sh['null_mean'])} ({f3(sh['null_p95'])})" if sh is not None else "-"})
-                lines.append(specialization_verdict(t, v, s, layer))
+    for v, s, layer in r.moe_runs():
+        for metric, label in LABELS.items():
+            u = one(t, variant=v, seed=s, layer=layer, metric=metric, null="untrained")
+            if u is None:
+                continue
+            sh = one(t, variant=v, seed=s, layer=layer, metric=metric, null="shuffled")
+            rows.append({"variant": v, "seed": s, "layer": layer, "number": label, "trained": f3(u["value"]),
+                         "untrained router: mean (5-95%)": f"{f3(u['null_mean'])} ({f3(u['null_p05'])}-{f3(u['null_p95'])})",
+                         "trained - untrained": f"{u['value'] - u['null_mean']:+.3f}",
+                         "p (untrained)": f"{u['p_value']:.3f}",
+                         "95% CI (groups)": f"[{f3(sh['ci_low'])}, {f3(sh['ci_high'])}]" if sh is not None else "-",
+                         "shuffled groups: mean (95th)": f"{f3(sh['null_mean'])} ({f3(sh['null_p95'])})" if sh is not None else "-"})
+        lines.append(specialization_verdict(t, v, s, layer))
     head = ["## Domain specialization, against an untrained router", "",
             "The untrained router is the same upcycled base with its router at initialization (one draw per router "
             "seed; a run trained with seed s started from draw s). The three domains use different vocabularies, so "
@@ -228,18 +224,16 @@ def specialization_verdict(t: pd.DataFrame, v: str, s: int, layer: int) -> str:
 def token_identity(r: Results) -> list[str]:
     t = r.table
     rows = []
-    for v in r.moe_variants():
-        for s in r.seeds(v):
-            for layer in r.layers(v):
-                row = {"variant": v, "seed": s, "layer": layer}
-                for k in ("majority", "domain", "token", "token_domain"):
-                    row[k.replace("_", " + ")] = f3(one(t, variant=v, seed=s, layer=layer, metric=f"heldout_{k}")["value"])
-                for m, label in (("u_token", "U(E\\|X)"), ("u_domain", "U(E\\|D)"),
-                                 ("u_domain_given_token", "U(E\\|D given X)")):
-                    x = select(t, variant=v, seed=s, layer=layer, metric=m)
-                    x = x[x["null"] != "untrained"].iloc[0]
-                    row[label] = f"{f3(x['value'])} ({f3(x['null_mean'])})"
-                rows.append(row)
+    for v, s, layer in r.moe_runs():
+        row = {"variant": v, "seed": s, "layer": layer}
+        for k in ("majority", "domain", "token", "token_domain"):
+            row[k.replace("_", " + ")] = f3(one(t, variant=v, seed=s, layer=layer, metric=f"heldout_{k}")["value"])
+        for m, label in (("u_token", "U(E\\|X)"), ("u_domain", "U(E\\|D)"),
+                         ("u_domain_given_token", "U(E\\|D given X)")):
+            x = select(t, variant=v, seed=s, layer=layer, metric=m)
+            x = x[x["null"] != "untrained"].iloc[0]
+            row[label] = f"{f3(x['value'])} ({f3(x['null_mean'])})"
+        rows.append(row)
     return ["## Token identity vs context", "",
             "Held-out accuracy of predicting a token's top-1 expert: the eval groups are split in two halves within "
             "each domain, each key's most frequent expert is fitted on one half and predicts the other, and the halves "
@@ -250,15 +244,13 @@ def token_identity(r: Results) -> list[str]:
 def consecutive(r: Results) -> list[str]:
     t = r.table
     rows = []
-    for v in r.moe_variants():
-        for s in r.seeds(v):
-            for layer in r.layers(v):
-                c = select(t, variant=v, seed=s, layer=layer, metric="consecutive_rate").iloc[0]
-                u = one(t, variant=v, seed=s, layer=layer, metric="consecutive_rate", null="untrained")
-                d = one(t, variant=v, seed=s, layer=layer, metric="consecutive_domain_chance")
-                rows.append({"variant": v, "seed": s, "layer": layer, "same-expert rate": f3(c["value"]),
-                             "chance (loads)": f3(c["chance"]), "chance (domain only)": f3(d["value"]),
-                             "untrained router": f3(u["null_mean"]) if u is not None else "-"})
+    for v, s, layer in r.moe_runs():
+        c = select(t, variant=v, seed=s, layer=layer, metric="consecutive_rate").iloc[0]
+        u = one(t, variant=v, seed=s, layer=layer, metric="consecutive_rate", null="untrained")
+        d = one(t, variant=v, seed=s, layer=layer, metric="consecutive_domain_chance")
+        rows.append({"variant": v, "seed": s, "layer": layer, "same-expert rate": f3(c["value"]),
+                     "chance (loads)": f3(c["chance"]), "chance (domain only)": f3(d["value"]),
+                     "untrained router": f3(u["null_mean"]) if u is not None else "-"})
     return ["## Consecutive tokens", "",
             "Rate of adjacent token pairs of a document (within one packed block) routed to the same expert; chance "
             "from the loads is sum_i f_i^2, from the domain alone sum_D w_D sum_i P(i|D)^2.", "", md(pd.DataFrame(rows)), ""]

@@ -157,3 +157,7 @@ class Results:
     def seeds(self, variant: str) -> list[int]:
         t = self.table[self.table["variant"] == variant]
         return sorted(int(x) for x in t["seed"].dropna().unique())
+
+    def moe_runs(self) -> list[tuple[str, int, int]]:
+        """(variant, seed, layer) of every MoE run and layer, in report order."""
+        return [(v, s, layer) for v in self.moe_variants() for s in self.seeds(v) for layer in self.layers(v)]
