@@ -80,15 +80,15 @@ def peak_rss_mb(route: str, a) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--tokens", type=int, default=2048)
-    ap.add_argument("--width", type=int, default=128)
-    ap.add_argument("--block", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--default-malloc", action="store_true",
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--block", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's mmap/trim thresholds as they are (the stages raise them)")
-    a = ap.parse_args()
+    a = parser.parse_args()
     malloc_tuned = False if a.default_malloc else keep_freed_memory()
     x = inputs(a.tokens, a.width, a.block)
     times: dict[str, list[float]] = {k: [] for k in ROUTES}

@@ -95,23 +95,23 @@ def timed(fn, module: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--tokens", type=int, nargs="+", default=[4096, 1024])
-    ap.add_argument("--top-k", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--d", type=int, default=768)
-    ap.add_argument("--hidden", type=int, default=3072)
-    ap.add_argument("--experts", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--routing", choices=["round_robin", "random"], default="round_robin")
-    ap.add_argument("--backend", choices=["auto", "loop", "grouped"], default="auto")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[4096, 1024])
+    parser.add_argument("--top-k", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--d", type=int, default=768)
+    parser.add_argument("--hidden", type=int, default=3072)
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--routing", choices=["round_robin", "random"], default="round_robin")
+    parser.add_argument("--backend", choices=["auto", "loop", "grouped"], default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
         "--default-malloc", action="store_true",
         help="leave glibc's mmap threshold as is (see moe_emergence.core.allocator)",
     )
-    args = ap.parse_args(argv)
+    args = parser.parse_args(argv)
     malloc_tuned = False if args.default_malloc else keep_freed_memory()
 
     torch.manual_seed(args.seed)

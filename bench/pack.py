@@ -105,14 +105,14 @@ def measure_child(mode: str, sampled: Path, block: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--block", type=int, default=512)
-    ap.add_argument("--scale", type=int, default=8, help="corpus repeats for the memory comparison")
-    ap.add_argument("--child", choices=["pack", "raw"], help=argparse.SUPPRESS)
-    ap.add_argument("--sampled", type=Path, help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--block", type=int, default=512)
+    parser.add_argument("--scale", type=int, default=8, help="corpus repeats for the memory comparison")
+    parser.add_argument("--child", choices=["pack", "raw"], help=argparse.SUPPRESS)
+    parser.add_argument("--sampled", type=Path, help=argparse.SUPPRESS)
+    a = parser.parse_args()
     if a.child:
         child(a.child, a.sampled, a.block)
         return

@@ -97,15 +97,15 @@ def build(dest: Path, width: int = 768, heads: int = 12, steps: int = 20, block:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dest", type=Path, help="an empty directory for the repository")
-    ap.add_argument("--width", type=int, default=768)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--block", type=int, default=512)
-    ap.add_argument("--size-mb", type=float, default=0.5, help="characters per domain, in MB")
-    ap.add_argument("--run", action="store_true", help="then `dvc repro` there, and print one JSON summary")
-    a = ap.parse_args()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dest", type=Path, help="an empty directory for the repository")
+    parser.add_argument("--width", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--block", type=int, default=512)
+    parser.add_argument("--size-mb", type=float, default=0.5, help="characters per domain, in MB")
+    parser.add_argument("--run", action="store_true", help="then `dvc repro` there, and print one JSON summary")
+    a = parser.parse_args()
     t0 = time.perf_counter()
     repo = build(a.dest, a.width, a.heads, a.steps, a.block, a.size_mb)
     built = time.perf_counter() - t0

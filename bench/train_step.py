@@ -38,21 +38,21 @@ def _packed_vocab() -> int | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--steps", type=int, default=12, help="timed steps per model")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--profile", action="store_true",
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per model")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", action="store_true",
                     help="also print the top operators of one profiled step of each model (torch.profiler)")
-    ap.add_argument("--default-malloc", action="store_true",
+    parser.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's mmap/trim thresholds as they are (the stages raise them: "
                          "moe_emergence.core.allocator)")
-    ap.add_argument("--vocab", type=int, default=None,
+    parser.add_argument("--vocab", type=int, default=None,
                     help="embedding rows (default: data/packed/vocab.json's size if present, else 50,257)")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: CPU autocast (needs AVX512-BF16/AMX to be fast)")
-    a = ap.parse_args()
+    a = parser.parse_args()
     malloc_tuned = False if a.default_malloc else keep_freed_memory()
 
     params = load_params(a.params)

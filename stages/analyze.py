@@ -21,20 +21,20 @@ from moe_emergence.core.config import load_params
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--packed", type=Path, default=Path("data/packed"))
-    ap.add_argument("--sampled", type=Path, default=Path("data/sampled"))
-    ap.add_argument("--models", type=Path, default=Path("models"))
-    ap.add_argument("--train-reports", type=Path, default=Path("reports/train"))
-    ap.add_argument("--out", type=Path, default=Path("reports"))
-    a = ap.parse_args()
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--packed", type=Path, default=Path("data/packed"))
+    parser.add_argument("--sampled", type=Path, default=Path("data/sampled"))
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--train-reports", type=Path, default=Path("reports/train"))
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    args = parser.parse_args()
     t0 = time.perf_counter()
-    params = load_params(a.params)
-    results = run_analysis(params, Paths(a.packed, a.sampled, a.models, a.train_reports, a.out))
-    print(one_line_summary(results, time.perf_counter() - t0, a.out))
+    params = load_params(args.params)
+    results = run_analysis(params, Paths(args.packed, args.sampled, args.models, args.train_reports, args.out))
+    print(one_line_summary(results, time.perf_counter() - t0, args.out))
 
 
 if __name__ == "__main__":

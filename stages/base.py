@@ -17,17 +17,17 @@ from moe_emergence.training.runs import run_base
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--processes", type=int, default=1,
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--processes", type=int, default=1,
                     help="data-parallel processes on this machine (train.nproc; torchrun when > 1)")
-    ap.add_argument("--packed", type=Path, default=Path("data/packed"))
-    ap.add_argument("--model-out", type=Path, default=Path("models/base"))
-    ap.add_argument("--report-out", type=Path, default=Path("reports/train/base"))
-    a = ap.parse_args()
-    if relaunch(a.processes, "stages.base", sys.argv[1:]):  # each rank runs this same command
+    parser.add_argument("--packed", type=Path, default=Path("data/packed"))
+    parser.add_argument("--model-out", type=Path, default=Path("models/base"))
+    parser.add_argument("--report-out", type=Path, default=Path("reports/train/base"))
+    args = parser.parse_args()
+    if relaunch(args.processes, "stages.base", sys.argv[1:]):  # each rank runs this same command
         return
-    run_base(load_params(a.params), a.packed, a.model_out, a.report_out)
+    run_base(load_params(args.params), args.packed, args.model_out, args.report_out)
 
 
 if __name__ == "__main__":

@@ -27,16 +27,16 @@ def check_tracked(data: DataParams) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", type=Path, default=Path("data/raw"))
-    ap.add_argument("--report", type=Path, default=Path("reports/data/fetch.json"))
-    a = ap.parse_args()
-    data = load_params(a.params).data
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", type=Path, default=Path("data/raw"))
+    parser.add_argument("--report", type=Path, default=Path("reports/data/fetch.json"))
+    args = parser.parse_args()
+    data = load_params(args.params).data
     check_tracked(data)
-    summary = run_fetch(data, a.out, a.report)
+    summary = run_fetch(data, args.out, args.report)
     parts = [f"{d} {c['kept']['docs']:,} docs / {c['kept']['chars']:,} chars" for d, c in summary["domains"].items()]
-    print(f"fetch: {'; '.join(parts)} -> {a.out}")
+    print(f"fetch: {'; '.join(parts)} -> {args.out}")
 
 
 if __name__ == "__main__":

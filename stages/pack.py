@@ -16,21 +16,21 @@ from moe_emergence.data.report import write_samples_and_artifacts, write_summary
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--sampled", type=Path, default=Path("data/sampled"))
-    ap.add_argument("--out", type=Path, default=Path("data/packed"))
-    ap.add_argument("--report", type=Path, default=Path("reports/data/pack.json"))
-    ap.add_argument("--report-dir", type=Path, default=Path("reports/data"))
-    a = ap.parse_args()
-    pp = load_params(a.params).pack
-    s = run_pack(pp, a.sampled, a.out, a.report)
-    arts = write_samples_and_artifacts(a.sampled, a.report_dir / "samples", a.report_dir / "artifacts.json",
-                                       seed=pp.seed)
-    write_summary(a.report_dir, a.sampled, a.report_dir / "report.md")
-    per = ", ".join(f"{d} {r['blocks_balanced']:,}" for d, r in s["train"]["domains"].items())
-    print(f"pack: train {s['train']['blocks']:,} blocks ({per}), eval {s['eval']['blocks']:,} blocks of "
-          f"{s['block_size']} tokens; {arts['flags']} artifact flags -> {a.out}")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--sampled", type=Path, default=Path("data/sampled"))
+    parser.add_argument("--out", type=Path, default=Path("data/packed"))
+    parser.add_argument("--report", type=Path, default=Path("reports/data/pack.json"))
+    parser.add_argument("--report-dir", type=Path, default=Path("reports/data"))
+    args = parser.parse_args()
+    pack = load_params(args.params).pack
+    summary = run_pack(pack, args.sampled, args.out, args.report)
+    artifacts = write_samples_and_artifacts(args.sampled, args.report_dir / "samples",
+                                            args.report_dir / "artifacts.json", seed=pack.seed)
+    write_summary(args.report_dir, args.sampled, args.report_dir / "report.md")
+    per = ", ".join(f"{d} {r['blocks_balanced']:,}" for d, r in summary["train"]["domains"].items())
+    print(f"pack: train {summary['train']['blocks']:,} blocks ({per}), eval {summary['eval']['blocks']:,} blocks of "
+          f"{summary['block_size']} tokens; {artifacts['flags']} artifact flags -> {args.out}")
 
 
 if __name__ == "__main__":

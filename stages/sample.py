@@ -14,18 +14,18 @@ from moe_emergence.data.sample import run_sample
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--split", type=Path, default=Path("data/split"))
-    ap.add_argument("--out", type=Path, default=Path("data/sampled"))
-    ap.add_argument("--report", type=Path, default=Path("reports/data/sample.json"))
-    a = ap.parse_args()
-    s = run_sample(load_params(a.params).sample, a.split, a.out, a.report)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--split", type=Path, default=Path("data/split"))
+    parser.add_argument("--out", type=Path, default=Path("data/sampled"))
+    parser.add_argument("--report", type=Path, default=Path("reports/data/sample.json"))
+    args = parser.parse_args()
+    summary = run_sample(load_params(args.params).sample, args.split, args.out, args.report)
     parts = [
         f"{d} {r['sampled']['train']['chars'] + r['sampled']['eval']['chars']:,} chars"
-        for d, r in s["domains"].items()
+        for d, r in summary["domains"].items()
     ]
-    print(f"sample: {'; '.join(parts)} -> {a.out}")
+    print(f"sample: {'; '.join(parts)} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -14,17 +14,17 @@ from moe_emergence.data.split import run_split
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--raw", type=Path, default=Path("data/raw"))
-    ap.add_argument("--out", type=Path, default=Path("data/split"))
-    ap.add_argument("--report", type=Path, default=Path("reports/data/split.json"))
-    a = ap.parse_args()
-    s = run_split(load_params(a.params).split, a.raw, a.out, a.report)
-    parts = [f"{d} {r['train']['docs']:,}/{r['eval']['docs']:,}" for d, r in s["domains"].items()]
-    lk = s["leakage"]
-    print(f"split: train/eval docs {'; '.join(parts)}; shared hashes {lk['shared_content_hashes']}, "
-          f"near-dups dropped {lk['near_dup_dropped']} -> {a.out}")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"))
+    parser.add_argument("--out", type=Path, default=Path("data/split"))
+    parser.add_argument("--report", type=Path, default=Path("reports/data/split.json"))
+    args = parser.parse_args()
+    summary = run_split(load_params(args.params).split, args.raw, args.out, args.report)
+    parts = [f"{d} {r['train']['docs']:,}/{r['eval']['docs']:,}" for d, r in summary["domains"].items()]
+    leak = summary["leakage"]
+    print(f"split: train/eval docs {'; '.join(parts)}; shared hashes {leak['shared_content_hashes']}, "
+          f"near-dups dropped {leak['near_dup_dropped']} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -16,26 +16,26 @@ from moe_emergence.training.runs import run_name, run_variant
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--variant", required=True)
-    ap.add_argument("--seed", type=int, required=True, help="one of the `seeds` in params.yaml")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--processes", type=int, default=1,
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--seed", type=int, required=True, help="one of the `seeds` in params.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--processes", type=int, default=1,
                     help="data-parallel processes on this machine (train.nproc; torchrun when > 1)")
-    ap.add_argument("--packed", type=Path, default=Path("data/packed"))
-    ap.add_argument("--base", type=Path, default=Path("models/base"))
-    ap.add_argument("--model-out", type=Path)
-    ap.add_argument("--report-out", type=Path)
-    ap.add_argument("--work-root", type=Path, default=None,
+    parser.add_argument("--packed", type=Path, default=Path("data/packed"))
+    parser.add_argument("--base", type=Path, default=Path("models/base"))
+    parser.add_argument("--model-out", type=Path)
+    parser.add_argument("--report-out", type=Path)
+    parser.add_argument("--work-root", type=Path, default=None,
                     help="where resumable work in progress lives (default .cache/runs)")
-    a = ap.parse_args()
-    if relaunch(a.processes, "stages.train", sys.argv[1:]):  # each rank runs this same command
+    args = parser.parse_args()
+    if relaunch(args.processes, "stages.train", sys.argv[1:]):  # each rank runs this same command
         return
-    params = load_params(a.params)
-    params.variant(a.variant)  # an unknown variant fails here, before any work
-    run = run_name(a.variant, a.seed)
-    run_variant(params, a.variant, a.seed, a.packed, a.base, a.model_out or Path("models") / run,
-                a.report_out or Path("reports/train") / run, work_root=a.work_root)
+    params = load_params(args.params)
+    params.variant(args.variant)  # an unknown variant fails here, before any work
+    run = run_name(args.variant, args.seed)
+    run_variant(params, args.variant, args.seed, args.packed, args.base, args.model_out or Path("models") / run,
+                args.report_out or Path("reports/train") / run, work_root=args.work_root)
 
 
 if __name__ == "__main__":
