@@ -2,7 +2,7 @@
 
 Figures are drawn on `matplotlib.figure.Figure` objects (no pyplot state, no
 display needed) and written through `atomic_path`, so a killed stage never
-leaves a half-written PNG. Every figure shows the reference it should be read
+leaves a half-written PNG. Every figure shows the null it should be read
 against: the bigram, the untrained router, step 0, the uniform share.
 """
 

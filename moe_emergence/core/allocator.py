@@ -4,9 +4,8 @@ glibc serves every allocation above its mmap threshold (at most 32 MB by default
 with fresh pages from mmap and unmaps them on free, so each large temporary is
 page-faulted and zeroed by the kernel again. Training allocates such temporaries
 on every step (a 256-row chunk of LM-head logits over 50,257 ids is 51 MB, the
-embedding gradient 26 MB): measured on the CPU profile, a `dvc repro` spent 158 s
-of its 984 CPU seconds in the kernel with 47 M minor page faults, and a train step
-took 0.94 s instead of 0.77 s. Raising both thresholds keeps those blocks for reuse.
+embedding gradient 26 MB). Raising both thresholds keeps those blocks for reuse;
+BENCHMARKS.md has what it saves (`bench/train_step.py --default-malloc`).
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class DataParams(Section):
 
 class SplitParams(Section):
     seed: int = 0
-    # Eval size in documents, the reference rule: whole groups whose hash of (seed, group id)
+    # Eval size in documents: whole groups whose hash of (seed, group id)
     # falls below eval_fraction go to eval, then eval is topped up or cut (in hash order) to
     # min(max(eval_min, floor(eval_fraction * n)), floor(eval_max_fraction * n)) documents;
     # `eval_count` asks for an explicit number instead (data/split.py).

@@ -1,6 +1,6 @@
 """Fetch: each domain's documents, length-filtered, exact-deduplicated, with provenance.
 
-Filters follow the reference experiment, strict on both sides:
+Filters are strict on both sides:
 `min_chars < len(text) < max_chars` (code 100, math 0, prose 200; max 10,000).
 Exact duplicates share a normalised content hash (NFKC, case-folded,
 whitespace collapsed); the first one in source order is kept.

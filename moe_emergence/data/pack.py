@@ -206,7 +206,7 @@ def run_pack(pp: PackParams, sampled_dir: str | Path, out_dir: str | Path, repor
                     "sample.size_mb (or sample.eval_max_mb) or lower pack.block_size"
                 )
 
-        # imbalance is judged on tokens before balancing, tail and EOS included (as in the reference)
+        # imbalance is judged on tokens before balancing, tail and EOS included
         toks = {d: stats["train"][d]["tokens"] for d in domains}
         ratio = max(toks.values()) / max(1, min(toks.values()))
         if ratio > pp.imbalance_warn_ratio:

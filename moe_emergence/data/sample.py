@@ -1,12 +1,12 @@
 """Sample: a seeded shuffle, then truncation to the character budget of each domain.
 
 The budget is `size_mb * 2**20` Python characters per domain, train and eval
-together, as in the reference experiment; each split gets its share of the
+together; each split gets its share of the
 budget in proportion to its characters after the split, so eval keeps its
 size relative to train. Documents are shuffled with a local RNG seeded from
 (seed, domain, split), in doc-id order first so that the input order does not
 matter, then taken while the running total is under the budget (the check
-comes before adding, so the last document can overshoot, as in the reference).
+comes before adding, so the last document can overshoot).
 
 Eval's share is capped at `eval_max_mb` characters (the groups, not the
 characters, bound what its intervals can say, and every eval token is paid for

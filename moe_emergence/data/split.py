@@ -3,7 +3,7 @@
 Assignment. Each group gets a number u in [0, 1) from SHA-256 of
 (seed, group id). Groups with u < eval_fraction go to eval: a group's side
 depends only on its own id, so adding documents or groups never moves them.
-Eval is then brought to the reference size rule in documents,
+Eval is then brought to a size rule in documents,
 min(max(eval_min, floor(eval_fraction * n)), floor(eval_max_fraction * n)),
 in u order: while eval holds more than the cap, the groups with the largest u
 leave; while it holds fewer than the rule's count, the train groups with the
