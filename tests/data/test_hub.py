@@ -66,6 +66,38 @@ def test_hub_dataset_offline_names_the_embedded_alternative(monkeypatch, tmp_pat
         fetch_domain("prose", data)
 
 
+@pytest.mark.parametrize("pinned", [None, "v1.0"])
+def test_the_revision_is_resolved_once_and_that_one_is_loaded_and_recorded(monkeypatch, tmp_path, jsonl, pinned):
+    """A hub dataset loads at the commit it resolved to (not whatever `main` is a moment later)."""
+    import datasets
+    import huggingface_hub
+
+    from moe_emergence.data.sources import hub
+
+    monkeypatch.chdir(tmp_path)
+    asked, loaded = [], []
+
+    class Api:
+        def dataset_info(self, name, revision=None, timeout=None):
+            asked.append(revision)
+            return type("Info", (), {"sha": f"sha-of-{revision or 'main'}"})()
+
+    real = datasets.load_dataset
+
+    def load(**kw):
+        loaded.append(kw.get("revision"))
+        return real(path="json", data_files=str(jsonl), split="train", streaming=True)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    monkeypatch.setattr(hub, "hub_unreachable", lambda: None)
+    src = HubSource(kind="hf", dataset="org/corpus", template="{content}", revision=pinned)
+    _, _, prov = fetch_domain("code", DataParams(sources={"code": src}, min_chars={"code": 10}))
+    want = f"sha-of-{pinned or 'main'}"
+    assert asked == [pinned] and loaded == [want]
+    assert prov["revision"] == want and prov["requested_revision"] == pinned
+
+
 MATHQA = [
     {"Problem": f"a train travels {i} km in 2 hours . find its speed ?", "Rationale": f'"speed = {i} / 2 km / hr . answer : a"',
      "options": "a ) 1 , b ) 2", "correct": "a", "annotated_formula": "divide(n0,n1)", "category": "physics"}

@@ -147,15 +147,16 @@ def zip_source(domain: str, src: HubSource) -> tuple[dict[str, Any], Iterator[Ra
 
 
 def _resolve_revision(src: HubSource) -> str | None:
-    """The commit a hub dataset resolves to (None offline or for packaged builders)."""
-    if src.revision or src.dataset in _PACKAGED:
+    """The commit a hub dataset's requested revision (a branch, a tag, none: main) points to now;
+    the pinned revision as given offline, None offline without one or for packaged builders."""
+    if src.dataset in _PACKAGED:
         return src.revision
     try:
         from huggingface_hub import HfApi
 
         return HfApi().dataset_info(src.dataset, revision=src.revision, timeout=20).sha
-    except Exception:  # offline or private: the requested revision (None) is recorded as is
-        return None
+    except Exception:  # offline or private: the requested revision is what there is to record
+        return src.revision
 
 
 def _wikitext_articles(rows: Iterator[dict[str, Any]], limit: int) -> Iterator[tuple[int, str]]:
@@ -195,8 +196,11 @@ def datasets_source(domain: str, src: HubSource, seed: int, max_chars: int) -> t
         "streaming": src.streaming,
         "cache_dir": str(CACHE / "hf" / "datasets"),
     }
-    if src.revision:
-        kwargs["revision"] = src.revision
+    reason = hub_unreachable() if src.dataset not in _PACKAGED else None
+    # resolved once, then loaded and recorded: the data cannot move between the lookup and the load
+    revision = src.revision if reason else _resolve_revision(src)
+    if revision:
+        kwargs["revision"] = revision
     if src.data_files:
         kwargs["data_files"] = src.data_files
     where = f"data.sources.{domain}: Hugging Face dataset {src.dataset!r}" + (f" ({src.config})" if src.config else "")
@@ -206,7 +210,6 @@ def datasets_source(domain: str, src: HubSource, seed: int, max_chars: int) -> t
         return DataError(f"{where}: could not load split {src.split!r}: {type(e).__name__}: {first}. {_offline_hint(domain)}")
 
     try:
-        reason = hub_unreachable() if src.dataset not in _PACKAGED else None
         if reason:  # fail now rather than after the hub client's retries
             raise ConnectionError(reason)
         ds = datasets.load_dataset(**kwargs)
@@ -222,7 +225,7 @@ def datasets_source(domain: str, src: HubSource, seed: int, max_chars: int) -> t
         "dataset": src.dataset,
         "config": src.config,
         "split": src.split,
-        "revision": _resolve_revision(src),
+        "revision": revision,
         "requested_revision": src.revision,
         "data_files": src.data_files,
         "streaming": src.streaming,
