@@ -12,27 +12,28 @@ with every MoE layer's load fractions over that check's tokens):
     checks wakes its lowest-indexed dormant expert, and its streak restarts.
 
 Waking expert j to relieve the saturated expert i:
-- expert j's weights become a copy of expert i's plus N(0, 1) * `noise` * std
-  per parameter (`noise` is model.upcycle_noise), so the layer's function
-  barely changes;
+- expert j's slice of every stacked expert weight becomes a copy of expert
+  i's plus N(0, 1) * `noise` * std per parameter (`noise` is
+  model.upcycle_noise), so the layer's function barely changes;
 - router row j becomes row i + delta and row i becomes row i - delta, with
   delta ~ N(0, 1) * `router_offset` * std(row i): the two logits tie up to
   +-x.delta, so i's tokens divide along a random hyperplane between i and j
   (about half each, depending on where the tokens lie), and the
   load-balancing loss takes over from there;
 - `active[j]` is set. A layer with no dormant expert left is not touched.
+  This module is the only writer of `MoELayer.active` after `to_moe`.
 
 Every wake returns a `WakeEvent` (step, block, relieved expert, woken expert,
 the share that triggered it) for the trainer to log. In DDP, call `observe` on
 every rank with the same (all-reduced) fractions: the controller's own seeded
 generator then makes identical wakes everywhere.
 
-Optimizer state: the woken expert's parameters existed all along (they were
-in the optimizer, with zero gradients while dormant), so one AdamW over all
-parameters needs no rebuild. Its moments, though, are those of an unused
-expert; `copy_optimizer_state` gives it the relieved expert's instead (and the
-router row's), so the copy continues the same trajectory. Call it right after
-a wake.
+Optimizer state: the woken expert's slices existed all along (in the
+optimizer, with zero gradients while dormant), so one AdamW over all
+parameters needs no rebuild. Their moments, though, are those of an unused
+expert; `copy_optimizer_state` copies the relieved expert's slice (and router
+row) of every per-parameter state tensor into the woken one's, so the copy
+continues the same trajectory. Call it right after a wake.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from moe_emergence.core.config import ModelParams
 from moe_emergence.model.gpt2 import moe_layers
 from moe_emergence.model.moe import MoELayer
 from moe_emergence.model.routing_stats import load_fractions
+from moe_emergence.model.spec import MoESpec
 
 
 @dataclass
@@ -90,7 +91,7 @@ class GhostController:
         self.events: list[WakeEvent] = []
 
     @classmethod
-    def from_params(cls, model: nn.Module, mp: ModelParams, seed: int) -> GhostController:
+    def from_params(cls, model: nn.Module, mp: MoESpec, seed: int) -> GhostController:
         return cls(model, mp.ghost_threshold, mp.ghost_patience, noise=mp.upcycle_noise, seed=seed)
 
     def dormant(self, layer: int) -> list[int]:
@@ -122,11 +123,10 @@ class GhostController:
             raise ValueError(f"expert {relieved} of block {layer} is itself dormant")
         woken = dormant[0]
         with torch.no_grad():
-            src, dst = moe.experts[relieved], moe.experts[woken]
-            for ps, pd in zip(src.parameters(), dst.parameters(), strict=True):
-                std = ps.float().std().item() if ps.numel() > 1 else 0.0
-                noise = torch.randn(ps.shape, generator=self.gen) * (std * self.noise)
-                pd.copy_(ps + noise.to(ps.device, ps.dtype))
+            for p in moe.experts.parameters():  # [E, ...], expert e is slice e
+                std = p[relieved].float().std().item() if p[relieved].numel() > 1 else 0.0
+                noise = torch.randn(p.shape[1:], generator=self.gen) * (std * self.noise)
+                p[woken] = p[relieved] + noise.to(p.device, p.dtype)
             w = moe.router.weight
             row = w[relieved].float()
             scale = row.std().item()
@@ -144,19 +144,10 @@ class GhostController:
     def copy_optimizer_state(self, optimizer: torch.optim.Optimizer, event: WakeEvent) -> None:
         """Give the woken expert (and its router row) the relieved expert's optimizer state."""
         moe = self.layers[event.layer]
-        src, dst = moe.experts[event.relieved], moe.experts[event.woken]
-        for ps, pd in zip(src.parameters(), dst.parameters(), strict=True):
-            st = optimizer.state.get(ps)
-            if st:
-                optimizer.state[pd] = {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
-            else:
-                optimizer.state.pop(pd, None)
-        w = moe.router.weight
-        st = optimizer.state.get(w)
-        if st:
-            with torch.no_grad():
-                for v in st.values():
-                    if torch.is_tensor(v) and v.shape == w.shape:
+        with torch.no_grad():
+            for p in (*moe.experts.parameters(), moe.router.weight):
+                for v in optimizer.state.get(p, {}).values():
+                    if torch.is_tensor(v) and v.shape == p.shape:  # moments; not AdamW's `step`
                         v[event.woken] = v[event.relieved]
 
     def state_dict(self) -> dict[str, Any]:
