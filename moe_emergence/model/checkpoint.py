@@ -128,25 +128,19 @@ def _read_sidecar(path: Path) -> tuple[dict[str, Any], str]:
     return side, hashlib.sha256(raw).hexdigest()
 
 
-_PER_EXPERT = re.compile(r"(.*\.experts)\.(\d+)\.(c_fc|c_proj)\.(weight|bias)")
+_PER_EXPERT = re.compile(r"(.*\.experts)\.(\d+)\.(c_(?:fc|proj)\.(?:weight|bias))")
 
 
 def stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Per-expert GPT-2 MLP tensors (the layout before stacking) stacked along a new dim 0."""
-    out: dict[str, torch.Tensor] = {}
+    """Per-expert GPT-2 MLP tensors (the layout before stacking) stacked by expert number;
+    a gap in the numbers shows up as a shape mismatch against the sidecar."""
     groups: dict[str, dict[int, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        m = _PER_EXPERT.fullmatch(k)
-        if m is None:
-            out[k] = v
-        else:
-            prefix, e, conv, kind = m.groups()
-            groups.setdefault(f"{prefix}.{STACKED[f'{conv}.{kind}']}", {})[int(e)] = v
+    for k in [k for k in tensors if _PER_EXPERT.fullmatch(k)]:
+        prefix, e, param = _PER_EXPERT.fullmatch(k).groups()
+        groups.setdefault(f"{prefix}.{STACKED[param]}", {})[int(e)] = tensors.pop(k)
     for name, per in groups.items():
-        if sorted(per) != list(range(len(per))):
-            raise CheckpointError(f"{name}: experts {sorted(per)} are not numbered 0..{len(per) - 1}")
-        out[name] = torch.stack([per[e] for e in range(len(per))])
-    return out
+        tensors[name] = torch.stack([per[e] for e in sorted(per)])
+    return tensors
 
 
 def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:

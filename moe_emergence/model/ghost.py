@@ -1,39 +1,25 @@
 """Ghost experts: spare experts held dormant until a layer's routing saturates.
 
-A MoE layer built with `model.ghost_experts` > 0 has that many extra experts
-whose `active` flag is False: the router masks them out (logit -inf), so they
-get no tokens, no load and no LM gradient. `GhostController` wakes them.
+A layer built with `model.ghost_experts` > 0 has that many extra experts whose
+`active` flag is False: the router masks them out (logit -inf), so they get no
+tokens, load or LM gradient. This module is the only writer of `active` after
+`to_moe`. The rule, checked by `observe` at each of the trainer's routing checks:
+a layer whose top expert's load share exceeds `threshold` at `patience`
+consecutive checks wakes its lowest-indexed dormant expert; its streak restarts.
 
-The rule (checked by `observe`, which the trainer calls at each routing check
-with every MoE layer's load fractions over that check's tokens):
+Waking j to relieve the saturated expert i:
+- j's slice of every stacked expert weight becomes i's plus N(0, 1) * `noise` *
+  std (model.upcycle_noise), so the layer's function barely changes;
+- router row j becomes row i + delta and row i becomes row i - delta, delta ~
+  N(0, 1) * `router_offset` * std(row i): the two logits tie up to +-x.delta, so
+  i's tokens divide along a random hyperplane and the LB loss takes it from there;
+- `active[j]` is set; a layer with no dormant expert left is not touched.
 
-    a layer whose top expert's share of the load exceeds `threshold`
-    (model.ghost_threshold) at `patience` (model.ghost_patience) consecutive
-    checks wakes its lowest-indexed dormant expert, and its streak restarts.
-
-Waking expert j to relieve the saturated expert i:
-- expert j's slice of every stacked expert weight becomes a copy of expert
-  i's plus N(0, 1) * `noise` * std per parameter (`noise` is
-  model.upcycle_noise), so the layer's function barely changes;
-- router row j becomes row i + delta and row i becomes row i - delta, with
-  delta ~ N(0, 1) * `router_offset` * std(row i): the two logits tie up to
-  +-x.delta, so i's tokens divide along a random hyperplane between i and j
-  (about half each, depending on where the tokens lie), and the
-  load-balancing loss takes over from there;
-- `active[j]` is set. A layer with no dormant expert left is not touched.
-  This module is the only writer of `MoELayer.active` after `to_moe`.
-
-Every wake returns a `WakeEvent` (step, block, relieved expert, woken expert,
-the share that triggered it) for the trainer to log. In DDP, call `observe` on
-every rank with the same (all-reduced) fractions: the controller's own seeded
-generator then makes identical wakes everywhere.
-
-Optimizer state: the woken expert's slices existed all along (in the
-optimizer, with zero gradients while dormant), so one AdamW over all
-parameters needs no rebuild. Their moments, though, are those of an unused
-expert; `copy_optimizer_state` copies the relieved expert's slice (and router
-row) of every per-parameter state tensor into the woken one's, so the copy
-continues the same trajectory. Call it right after a wake.
+In DDP, call `observe` on every rank with the same (all-reduced) fractions: the
+controller's seeded generator then makes identical wakes everywhere. The woken
+slices were in the optimizer all along (zero gradients while dormant), so AdamW
+needs no rebuild; `copy_optimizer_state`, called right after a wake, gives them
+the relieved expert's moments so the copy continues the same trajectory.
 """
 
 from __future__ import annotations
@@ -68,15 +54,8 @@ class WakeEvent:
 class GhostController:
     """Wakes dormant experts by the rule in this module's docstring."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        threshold: float,
-        patience: int,
-        noise: float = 1e-3,
-        router_offset: float = 1e-2,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, model: nn.Module, threshold: float, patience: int, noise: float = 1e-3,
+                 router_offset: float = 1e-2, seed: int = 0) -> None:
         if not 0 < threshold <= 1:
             raise ValueError(f"model.ghost_threshold must be in (0, 1], got {threshold}")
         if patience < 1:

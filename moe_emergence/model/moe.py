@@ -12,14 +12,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from moe_emergence.model.dispatch import (
-    PATHS,
-    choose_path,
-    compute_dtype,
-    dispatch,
-    grouped_mlp,
-    loop_mlp,
-)
+from moe_emergence.model import dispatch as dsp
 from moe_emergence.model.router import Router, RouterOutput
 
 # GPT-2 MLP parameter -> the stacked parameter holding it (expert e's is slice e)
@@ -59,9 +52,9 @@ class GroupedExperts(nn.Module):
 
     def forward(self, x: Tensor, counts: Tensor, sorted_experts: Tensor, path: str) -> Tensor:
         """x [M, d] sorted by expert (counts [E] rows each) -> [M, d] in the same order."""
-        dtype = compute_dtype(x)  # autocast is off inside: both paths cast once, here
+        dtype = dsp.compute_dtype(x)  # autocast is off inside: both paths cast once, here
         w = (self.w_fc.to(dtype), self.b_fc.to(dtype), self.w_proj.to(dtype), self.b_proj.to(dtype))
-        mlp = grouped_mlp if path == "grouped" else loop_mlp
+        mlp = dsp.grouped_mlp if path == "grouped" else dsp.loop_mlp
         with torch.autocast(device_type=x.device.type, enabled=False):
             y = mlp(x.to(dtype), counts, sorted_experts, w, self.act)
         return self.dropout(y)
@@ -96,8 +89,8 @@ class MoELayer(nn.Module):
             raise ValueError(f"n_primary must be in 1..{n} (the number of experts), got {n_primary}")
         if not 1 <= top_k <= n_primary:
             raise ValueError(f"top_k must be in 1..{n_primary} (model.n_experts), got {top_k}")
-        if backend not in PATHS:
-            raise ValueError(f"backend must be one of {PATHS}, got {backend!r}")
+        if backend not in dsp.PATHS:
+            raise ValueError(f"backend must be one of {dsp.PATHS}, got {backend!r}")
         self.experts = experts
         self.router = Router(d_model, n)
         self.top_k = top_k
@@ -124,8 +117,8 @@ class MoELayer(nn.Module):
         if path == "auto":
             d, h = self.experts.w_fc.shape[1:]
             # grouped_mm needs 16-byte aligned strides: bf16 rows of a multiple of 8
-            path = "loop" if d % 8 or h % 8 else choose_path(x.device, compute_dtype(x))
-        return dispatch(x, r, self.experts, path).view(shape)
+            path = "loop" if d % 8 or h % 8 else dsp.choose_path(x.device, dsp.compute_dtype(x))
+        return dsp.dispatch(x, r, self.experts, path).view(shape)
 
     def extra_repr(self) -> str:
         return (

@@ -61,19 +61,14 @@ class Router(nn.Module):
             self.weight.copy_(w.to(self.weight.device, self.weight.dtype))
 
     def center_(self, hidden: Tensor) -> None:
-        """Make the current weights blind to the hidden states' common component.
+        """Make the weights blind to the common component of `hidden` [N, d] (`ln_2` outputs).
 
-        GPT-2's hidden states share a large mean vector (the `ln_2` bias and more), so
-        with random rows w_e every token gets the same offset w_e . mean on expert e,
-        and that offset, not the token, picks the winner: measured on the CPU base,
-        offsets of -0.16..+0.25 against a token-specific logit spread of ~0.2, with
-        two experts of eight receiving no token before any update. Scaling the
-        weights changes nothing (argmax is scale-free). Here each row loses its
-        component along the calibration mean (w_e . mean = 0), then is rescaled so
-        that its logits over the calibration tokens have the spread the random row
-        had on average: the router keeps its init scale, routes by what differs
-        between tokens, and no expert starts ahead of the others.
-        hidden: [N, d] inputs of this router (the block's `ln_2` outputs).
+        GPT-2's hidden states share a large mean vector, so with random rows every token
+        gets the same offset w_e . mean on expert e, and that offset, not the token, picks
+        the winner (CPU base: offsets of -0.16..+0.25 against a token spread of ~0.2; two
+        of eight experts got no token). Each row loses its component along the mean, then
+        is rescaled to the random rows' average token spread: the init scale stays, and
+        no expert starts ahead of the others.
         """
         with torch.no_grad():
             h = hidden.reshape(-1, hidden.shape[-1]).float()
