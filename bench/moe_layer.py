@@ -14,7 +14,6 @@ neighbour's load hits them alike; the figures are medians over rounds.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -26,8 +25,8 @@ from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
 from moe_emergence.core.allocator import keep_freed_memory
 from moe_emergence.model.losses import load_balance_loss, z_loss
-from moe_emergence.model.moe import MoELayer
-from moe_emergence.model.router import Router, Routing, count_assignments
+from moe_emergence.model.moe import GroupedExperts, MoELayer
+from moe_emergence.model.router import Router, RouterOutput, count_assignments
 
 GOALS = {(4096, 1): 1.10, (1024, 1): 1.35, (4096, 2): 2.2, (1024, 2): 2.2}
 
@@ -43,7 +42,7 @@ class RoundRobinRouter(Router):
         idx = torch.stack([(t + j) % e for j in range(top_k)], dim=1)
         gate = r.probs.gather(1, idx)
         gate = 1.0 + (gate - gate.detach()) if top_k == 1 else gate / gate.sum(-1, keepdim=True)
-        return Routing(idx, gate, r.logits, r.probs, r.clean_probs, r.entropy, count_assignments(idx, e))
+        return RouterOutput(r.logits, r.probs, idx, gate, count_assignments(idx, e))
 
 
 def make_mlp(d: int, h: int) -> GPT2MLP:
@@ -52,12 +51,10 @@ def make_mlp(d: int, h: int) -> GPT2MLP:
 
 
 def make_moe(d: int, h: int, n_experts: int, top_k: int, routing: str, backend: str) -> MoELayer:
-    base = make_mlp(d, h)
-    experts = [copy.deepcopy(base) for _ in range(n_experts)]
+    experts = GroupedExperts.from_mlp(make_mlp(d, h), n_experts)
     with torch.no_grad():
-        for ex in experts:
-            for p in ex.parameters():
-                p.add_(torch.randn_like(p) * 1e-3 * p.std())
+        for p in experts.parameters():
+            p.add_(torch.randn_like(p) * 1e-3 * p.std())
     layer = MoELayer(experts, d, top_k=top_k, backend=backend)
     if routing == "round_robin":
         rr = RoundRobinRouter(d, n_experts)
@@ -80,7 +77,7 @@ def step_dense_chunked(mlp: GPT2MLP, x: torch.Tensor, g: torch.Tensor, chunks: i
 
 def step_moe(layer: MoELayer, x: torch.Tensor, g: torch.Tensor) -> None:
     y = layer(x)
-    r = layer.last_routing
+    r = layer.routing
     aux = 0.01 * load_balance_loss(r.probs, r.expert_idx, layer.n_experts, counts=r.counts)
     aux = aux + 0.001 * z_loss(r.logits)
     ((y * g).sum() + aux).backward()

@@ -26,6 +26,7 @@ import torch
 from moe_emergence.core.allocator import keep_freed_memory
 from moe_emergence.core.config import load_params
 from moe_emergence.model.gpt2 import make_dense, to_moe
+from moe_emergence.model.spec import ArchSpec, MoESpec
 from moe_emergence.training.trainer import PackedSplit, RunSpec, Trainer
 
 
@@ -66,10 +67,10 @@ def main() -> None:
     data = PackedSplit(ids=ids, domain_codes=np.arange(n_blocks) % 3, domain_names=["code", "math", "prose"])
 
     torch.manual_seed(0)
-    base = make_dense(mp.arch, vocab_size=vocab)
-    dense = make_dense(mp.arch, vocab_size=vocab)
+    base = make_dense(ArchSpec.from_params(mp.arch), vocab_size=vocab)
+    dense = make_dense(ArchSpec.from_params(mp.arch), vocab_size=vocab)
     dense.load_state_dict(base.state_dict())
-    moe = to_moe(base, mp, seed=0, calibration=torch.from_numpy(ids[:64].astype(np.int64)))  # upcycled from the same weights
+    moe = to_moe(base, MoESpec.from_params(mp), seed=0, calibration=torch.from_numpy(ids[:64].astype(np.int64)))  # upcycled from the same weights
     with tempfile.TemporaryDirectory() as tmp:
         def trainer(name: str, model: torch.nn.Module, is_moe: bool) -> Trainer:
             spec = RunSpec(name=name, train=tp, model=mp if is_moe else None, model_out=Path(tmp) / name,

@@ -57,3 +57,9 @@ def test_config_imports_nothing_of_the_project():
     assert imports(PKG / "core" / "config.py") == set()
     for path in (PKG / "core").glob("*.py"):
         assert all(m.startswith("moe_emergence.core") for m in imports(path)), path
+
+
+def test_model_owns_its_spec():
+    """The model code reads specs (model/spec.py), never the pipeline's params."""
+    for path in (PKG / "model").rglob("*.py"):
+        assert "moe_emergence.core.config" not in imports(path), path

@@ -7,7 +7,7 @@ forward with GPT-2's 50k-token vocabulary) runs only where a loss is needed,
 in the knockout.
 
 Per-token arrays are flattened row-major over [blocks, block_size], the order
-in which a MoE layer's `last_routing` lists its N = B*T tokens.
+in which a MoE layer's router output lists its N = B*T tokens.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from moe_emergence.analysis.perturb import perturbation_pairs
 from moe_emergence.analysis.token_types import bpe_token_types, char_types
 from moe_emergence.data.packed import PackedData
-from moe_emergence.model.gpt2 import moe_layers
+from moe_emergence.model.gpt2 import latest_routing, moe_layers
 from moe_emergence.model.lm_loss import model_sequence_losses, token_losses
 from moe_emergence.model.losses import load_balance_loss, z_loss
 from moe_emergence.model.moe import MoELayer
@@ -227,8 +227,9 @@ def route(
                 losses.append(model_sequence_losses(model, x).double().cpu().numpy())
             else:
                 model.transformer(input_ids=x)
-            for i, layer in layers:
-                r = layer.last_routing
+            routing = latest_routing(model)
+            for i, _ in layers:
+                r = routing[i]
                 experts[i].append(r.expert_idx.to(torch.int16).cpu().numpy())
                 counts[i] += r.counts.double().cpu()
                 probs[i] += r.probs.double().sum(0).cpu()

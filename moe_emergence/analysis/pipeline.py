@@ -35,6 +35,7 @@ from moe_emergence.data.packed import load_packed, spread_rows
 from moe_emergence.data.vocab import VOCAB_FILE, Vocab
 from moe_emergence.model.checkpoint import CheckpointError, check_sidecar, load_model
 from moe_emergence.model.gpt2 import moe_layers, to_moe
+from moe_emergence.model.spec import ArchSpec, MoESpec
 
 
 @dataclass
@@ -95,7 +96,8 @@ def load_run(params: Params, variant: str, seed: int, paths: Paths) -> Run:
     mp, _ = params.variant(variant)
     moe = params.is_moe(variant)
     model, side = load_model(model_dir)
-    check_sidecar(side, model_dir, name, mp, moe, stage)
+    check_sidecar(side, model_dir, name, stage, ArchSpec.from_params(mp.arch) if mp.init == "scratch" else None,
+                  MoESpec.from_params(mp) if moe else None)
     events_path = model_dir / "events.json"
     events = json.loads(events_path.read_text()) if events_path.is_file() else {}
     return Run(variant, seed, moe, mp, model, json.loads((report_dir / "metrics.json").read_text()), events,
@@ -239,7 +241,7 @@ def untrained_null(base: Any, mp: ModelParams, inp: Inputs, n_seeds: int) -> lis
     calib = torch.from_numpy(spread_rows(inp.train_ids, mp.calibration_blocks))
     draws = []
     for seed in range(n_seeds):
-        moe = to_moe(copy.deepcopy(base), mp, seed=seed, calibration=calib)
+        moe = to_moe(copy.deepcopy(base), MoESpec.from_params(mp), seed=seed, calibration=calib)
         per_layer = {}
         for i, layer in moe_layers(moe):
             w = layer.router.weight.detach().float().cpu()[: layer.n_primary]  # dormant ghosts take nothing

@@ -5,6 +5,10 @@ weights go in: the transformers `GPT2Config`, the attention implementation,
 the MoE structure (blocks, experts, top-k, noise, active masks) and whatever
 the caller adds under `extra`. No pickle anywhere.
 
+Experts are stored stacked (`...mlp.experts.w_fc` [E, d, h], ...); checkpoints
+from before that, with one module per expert (`...mlp.experts.<e>.c_fc.weight`),
+are stacked on load.
+
 Tied weights: GPT-2's LM head is the token embedding. safetensors refuses
 tensors that share storage, so only the first name of each shared tensor is
 written; the sidecar lists the aliases and loading re-ties them.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,8 +30,9 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from moe_emergence.core.atomic import OutputError, _jsonable, atomic_path, write_text
-from moe_emergence.core.config import ModelParams
 from moe_emergence.model.gpt2 import moe_layers, to_moe
+from moe_emergence.model.moe import STACKED
+from moe_emergence.model.spec import ArchSpec, MoESpec
 
 FORMAT = "moe_emergence.model/1"
 WEIGHTS = "model.safetensors"
@@ -122,6 +128,21 @@ def _read_sidecar(path: Path) -> tuple[dict[str, Any], str]:
     return side, hashlib.sha256(raw).hexdigest()
 
 
+_PER_EXPERT = re.compile(r"(.*\.experts)\.(\d+)\.(c_(?:fc|proj)\.(?:weight|bias))")
+
+
+def stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-expert GPT-2 MLP tensors (the layout before stacking) stacked by expert number;
+    a gap in the numbers shows up as a shape mismatch against the sidecar."""
+    groups: dict[str, dict[int, torch.Tensor]] = {}
+    for k in [k for k in tensors if _PER_EXPERT.fullmatch(k)]:
+        prefix, e, param = _PER_EXPERT.fullmatch(k).groups()
+        groups.setdefault(f"{prefix}.{STACKED[param]}", {})[int(e)] = tensors.pop(k)
+    for name, per in groups.items():
+        tensors[name] = torch.stack([per[e] for e in sorted(per)])
+    return tensors
+
+
 def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
     """Rebuild a model saved by `save_model`: (model in eval mode on CPU, sidecar dict).
 
@@ -139,6 +160,7 @@ def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{wpath}: corrupt or unreadable safetensors file ({e}); re-save the model") from None
+    tensors = stack_experts(tensors)
     want_hash = meta.get("sidecar_sha256")
     if want_hash is not None and want_hash != side_hash:
         raise CheckpointError(
@@ -154,17 +176,16 @@ def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
     model = GPT2LMHeadModel(cfg)
     spec = side["moe"]
     if spec is not None:
-        mp = ModelParams(
-            moe_layers=list(spec["moe_layers"]),
+        moe = MoESpec(
+            moe_layers=tuple(spec["moe_layers"]),
             n_experts=int(spec["n_experts"]),
             ghost_experts=int(spec["ghost_experts"]),
             top_k=int(spec["top_k"]),
             router_noise_std=float(spec["router_noise_std"]),
-            moe_init="upcycle",
             upcycle_noise=0.0,  # weights come from the file
         )
         try:
-            to_moe(model, mp, seed=0)
+            to_moe(model, moe, seed=0)
         except ValueError as e:
             raise CheckpointError(f"{directory / SIDECAR}: MoE structure does not fit the config: {e}") from None
 
@@ -203,27 +224,30 @@ def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
 
 
 def check_sidecar(
-    side: Mapping[str, Any], directory: Path, variant: str, mp: ModelParams, moe: bool, stage: str
+    side: Mapping[str, Any], directory: Path, variant: str, stage: str,
+    arch: ArchSpec | None, moe: MoESpec | None,
 ) -> None:
-    """Raise CheckpointError when a checkpoint's sidecar disagrees with what params.yaml says it is."""
+    """Raise CheckpointError when a checkpoint's sidecar disagrees with what params.yaml says
+    it is: `arch` the shape of a scratch base (None: pretrained, not checked), `moe` the MoE
+    structure (None: a dense variant)."""
     problems = []
     cfg = side.get("gpt2_config") or {}
-    if mp.init == "scratch":
+    if arch is not None:
         for key in ("n_layer", "n_embd", "n_head", "n_positions"):
-            want, got = getattr(mp.arch, key), cfg.get(key)
+            want, got = getattr(arch, key), cfg.get(key)
             if got != want:
                 problems.append(f"{key} is {got}, params.yaml model.arch.{key} is {want}")
     spec = side.get("moe")
-    if moe and spec is None:
+    if moe is not None and spec is None:
         problems.append("it is a dense model, but the variant is a MoE variant")
-    elif not moe and spec is not None:
+    elif moe is None and spec is not None:
         problems.append("it has MoE layers, but the variant is dense")
-    elif moe:
+    elif moe is not None:
         checks = (
-            ("moe_layers", sorted(spec.get("moe_layers", [])), sorted(mp.moe_layers)),
-            ("n_experts", spec.get("n_experts"), mp.n_experts),
-            ("top_k", spec.get("top_k"), mp.top_k),
-            ("ghost_experts", spec.get("ghost_experts"), mp.ghost_experts),
+            ("moe_layers", sorted(spec.get("moe_layers", [])), sorted(moe.moe_layers)),
+            ("n_experts", spec.get("n_experts"), moe.n_experts),
+            ("top_k", spec.get("top_k"), moe.top_k),
+            ("ghost_experts", spec.get("ghost_experts"), moe.ghost_experts),
         )
         problems += [
             f"{k} is {got}, params.yaml says {want}" for k, got, want in checks if got != want

@@ -1,212 +1,129 @@
-"""Sort-based dispatch: tokens to experts and back, without per-token Python work.
+"""Sort-based dispatch over stacked expert weights: tokens to experts and back.
 
-The N*k token-expert assignments are stably sorted by expert, so each expert
-reads one contiguous slice of the permuted activations. Two backends compute
-the experts on those slices:
-
-- `loop`: a Python loop over the E expert modules (E GEMM pairs). Fastest on
-  CPU, where a host read of the per-expert counts costs nothing.
-- `grouped`: one `grouped_mm` per projection over the stacked expert weights,
-  with device-side offsets, so no host sync. For CUDA with bf16 (autocast).
-
-The permutations are custom autograd functions whose backward is a gather by
-the inverse permutation: no zero-filled gradient buffers and no `index_add_`
-(atomics, nondeterministic on CUDA); top-k sums each token's k rows in a fixed
-order. For top-1 the gate's forward value is exactly 1 (the router's
-straight-through gate), so the combine skips the multiply and only computes
-the gate's gradient <dL/dy, y>.
+The N*k assignments are stably sorted by expert, so expert e reads one
+contiguous group of `counts[e]` rows. Each projection of the experts' MLP is a
+grouped linear over those groups, by one of two paths over the same stacked
+[E, in, out] weights (GPT-2's Conv1D layout, which is grouped_mm's): `loop`, an
+addmm per expert (CPU: reading the counts is free there, and it measured faster
+than the CPU grouped_mm), or `grouped`, grouped_mm with device-side offsets (CUDA,
+bf16). `choose_path` decides once per (device, dtype); no runtime fallback.
+The permutations are index_selects by a permutation, whose backward adds one row
+per destination: exact and deterministic on every device (top-k first repeats
+each token's row k times, which backward sums in a fixed order).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
-_GROUPED_MM = getattr(torch.nn.functional, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+from moe_emergence.model.router import RouterOutput
 
-BACKENDS = ("auto", "loop", "grouped")
+GROUPED_MM = getattr(torch.nn.functional, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
+PATHS = ("auto", "loop", "grouped")
+Weights = tuple[Tensor, Tensor, Tensor, Tensor]  # w_fc [E, d, h], b_fc [E, h], w_proj [E, h, d], b_proj [E, d]
 
 
-class _GatherRows(torch.autograd.Function):
-    """x_sorted = x[src], where each of the N rows of x appears k times in src.
+class _LoopLinear(torch.autograd.Function):
+    """y[group e] = x[group e] @ w[e] + b[e], one addmm per expert, groups of `sizes` rows.
 
-    Backward: the rows' gradients in assignment order (gather by `inv`), summed
-    over each token's k assignments.
+    Plain autograd over the slices `w[e]` would give each expert's gradient a full
+    [E, in, out] zero buffer, or with `unbind` a stack copy (75 MB per weight at
+    GPT-2 small sizes: 30-40 ms on the CPU, against ~150 ms for the dense MLP's
+    step at 1,024 tokens). This backward writes each expert's gradient into its
+    slice of one buffer, zeros for an expert without tokens (DDP sees them all).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, src: Tensor, inv: Tensor, k: int) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(inv)
-        ctx.k = k
-        return x.index_select(0, src)
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor, sizes: list[int]) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, w)
+        ctx.sizes = sizes
+        y = x.new_empty(x.shape[0], w.shape[-1])
+        for e, (xs, ys) in enumerate(zip(x.split(sizes), y.split(sizes), strict=True)):
+            torch.addmm(b[e], xs, w[e], out=ys)
+        return y
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
-        (inv,) = ctx.saved_tensors
-        gx = g.index_select(0, inv)
-        if ctx.k > 1:
-            gx = gx.view(-1, ctx.k, gx.shape[-1]).sum(1)
-        return gx, None, None, None
-
-
-class _Combine(torch.autograd.Function):
-    """out[t] = sum_j gate[t, j] * y_sorted[inv[t*k + j]].
-
-    With `unit_gate` (top-1: the straight-through gate is exactly 1 in the
-    forward) the multiply is skipped; the gate still gets its gradient <g, y>.
-    """
-
-    @staticmethod
-    def forward(ctx, y_sorted: Tensor, gate: Tensor, perm: Tensor, inv: Tensor, unit_gate: bool) -> Tensor:  # type: ignore[override]
-        n, k = gate.shape
-        y = y_sorted.index_select(0, inv)  # [N*k, d], assignment order
-        ctx.unit_gate = unit_gate
-        ctx.gate_dtype = gate.dtype
-        if unit_gate:
-            ctx.save_for_backward(perm, y)
-            return y
-        yk = y.view(n, k, -1)
-        out = torch.bmm(gate.to(y.dtype).unsqueeze(1), yk).squeeze(1)
-        ctx.save_for_backward(perm, yk, gate)
-        return out
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        g = g.contiguous()
-        if ctx.unit_gate:
-            perm, y = ctx.saved_tensors
-            ggate = None
-            if ctx.needs_input_grad[1]:
-                ggate = (g * y).sum(-1, keepdim=True, dtype=torch.float32).to(ctx.gate_dtype)
-            return g.index_select(0, perm), ggate, None, None, None
-        perm, yk, gate = ctx.saved_tensors
-        ggate = None
+        x, w = ctx.saved_tensors
+        gs = g.contiguous().split(ctx.sizes)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = g.new_empty(x.shape)
+            for e, (ge, gxe) in enumerate(zip(gs, gx.split(ctx.sizes), strict=True)):
+                torch.mm(ge, w[e].t(), out=gxe)
         if ctx.needs_input_grad[1]:
-            ggate = torch.bmm(yk, g.unsqueeze(-1)).squeeze(-1).to(ctx.gate_dtype)
-        gyk = gate.to(g.dtype).unsqueeze(-1) * g.unsqueeze(1)  # [N, k, d]
-        return gyk.view(-1, g.shape[-1]).index_select(0, perm), ggate, None, None, None
+            gw = torch.empty_like(w)
+            for e, (xs, ge) in enumerate(zip(x.split(ctx.sizes), gs, strict=True)):
+                torch.mm(xs.t(), ge, out=gw[e])
+        if ctx.needs_input_grad[2]:
+            gb = torch.stack([ge.sum(0) for ge in gs])
+        return gx, gw, gb, None
 
 
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the gradient contiguous: grouped_mm's backward
-    rejects 0-stride gradients such as those of `y.sum()`."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        return g.contiguous()
-
-
-def sort_assignments(expert_idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Stable sort of the flattened [N, k] assignments by expert.
-
-    Returns (perm, inv, sorted_experts): sorted slot s holds assignment perm[s]
-    (token perm[s] // k); assignment a sits in sorted slot inv[a].
-    """
-    flat = expert_idx.reshape(-1)
-    sorted_experts, perm = torch.sort(flat, stable=True)
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(perm.numel(), device=perm.device)
-    return perm, inv, sorted_experts
-
-
-def grouped_mm_available() -> bool:
-    return _GROUPED_MM is not None
-
-
-def _experts_loop(x_sorted: Tensor, counts: Tensor, experts: Sequence[nn.Module]) -> Tensor:
+def loop_mlp(x: Tensor, counts: Tensor, sorted_experts: Tensor, w: Weights, act: nn.Module) -> Tensor:
+    """The experts' MLP on x [M, d] sorted by expert, by per-expert GEMMs -> [M, d]."""
     sizes = counts.tolist()  # a host read: free on CPU, one sync per layer on CUDA
-    # Every expert runs, on an empty slice if unrouted, so every expert parameter
-    # gets a gradient (zeros when unused), as with the grouped backend and DDP.
-    outs = [ex(xs) for ex, xs in zip(experts, x_sorted.split(sizes), strict=True)]
-    return torch.cat(outs)
+    h = act(_LoopLinear.apply(x, w[0], w[1], sizes))  # [M, h]
+    return _LoopLinear.apply(h, w[2], w[3], sizes)
 
 
-def _experts_grouped(
-    x_sorted: Tensor, counts: Tensor, sorted_experts: Tensor, experts: Sequence[nn.Module]
-) -> Tensor:
-    # GPT-2's Conv1D stores weight as [in, out], which is the [E, K, N] layout grouped_mm wants.
-    dtype = _compute_dtype(x_sorted)
-    first = experts[0]
-    w1 = torch.stack([e.c_fc.weight for e in experts]).to(dtype)  # [E, d, h]
-    b1 = torch.stack([e.c_fc.bias for e in experts]).to(dtype)  # [E, h]
-    w2 = torch.stack([e.c_proj.weight for e in experts]).to(dtype)  # [E, h, d]
-    b2 = torch.stack([e.c_proj.bias for e in experts]).to(dtype)  # [E, d]
-    offs = torch.cumsum(counts, 0).to(torch.int32)
-    with torch.autocast(device_type=x_sorted.device.type, enabled=False):
-        h = _GROUPED_MM(_ContiguousGrad.apply(x_sorted.to(dtype)), w1, offs=offs)
-        h = h + b1.index_select(0, sorted_experts)
-        h = first.act(h)
-        y = _GROUPED_MM(_ContiguousGrad.apply(h), w2, offs=offs)
-        y = y + b2.index_select(0, sorted_experts)
-    return first.dropout(y)
+def grouped_mlp(x: Tensor, counts: Tensor, sorted_experts: Tensor, w: Weights, act: nn.Module) -> Tensor:
+    """The same by grouped_mm: offsets stay on the device, biases gathered per row."""
+    offs = torch.cumsum(counts, 0).to(torch.int32)  # [E] end row of each group
+    h = act(GROUPED_MM(x, w[0], offs=offs) + w[1].index_select(0, sorted_experts))  # [M, h]
+    return GROUPED_MM(h, w[2], offs=offs) + w[3].index_select(0, sorted_experts)
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
+def compute_dtype(x: Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
 
 
-_PROBED: dict[tuple[str, torch.dtype], bool] = {}
+_CHOSEN: dict[tuple[str, torch.dtype], str] = {}
 
 
-def _grouped_mm_works(device: torch.device, dtype: torch.dtype) -> bool:
-    """Forward and backward of a tiny grouped_mm on this device and dtype, once."""
+def choose_path(device: torch.device, dtype: torch.dtype) -> str:
+    """`grouped` on CUDA in bf16 (grouped_mm's fast path) when a tiny forward and
+    backward runs there; `loop` otherwise. Decided once per (device, dtype)."""
     key = (str(device), dtype)
-    if key not in _PROBED:
-        try:
-            a = torch.randn(24, 16, device=device, dtype=dtype, requires_grad=True)
-            b = torch.randn(2, 16, 8, device=device, dtype=dtype, requires_grad=True)
-            offs = torch.tensor([8, 24], device=device, dtype=torch.int32)
-            with torch.enable_grad(), torch.autocast(device_type=device.type, enabled=False):
-                out = _GROUPED_MM(a, b, offs=offs)
-                (out * torch.randn_like(out)).sum().backward()
-            _PROBED[key] = bool(torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all())
-        except Exception:  # any refusal (missing kernel, dtype, arch) means "use the loop"
-            _PROBED[key] = False
-    return _PROBED[key]
+    if key not in _CHOSEN:
+        _CHOSEN[key] = "loop"
+        if device.type == "cuda" and dtype == torch.bfloat16 and GROUPED_MM is not None:
+            try:
+                a = torch.randn(24, 16, device=device, dtype=dtype, requires_grad=True)
+                b = torch.randn(2, 16, 8, device=device, dtype=dtype, requires_grad=True)
+                offs = torch.tensor([8, 24], device=device, dtype=torch.int32)
+                with torch.enable_grad(), torch.autocast(device_type="cuda", enabled=False):
+                    GROUPED_MM(a, b, offs=offs).square().sum().backward()
+                if torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all():
+                    _CHOSEN[key] = "grouped"
+            except Exception:  # any refusal (missing kernel, dtype, arch) means "use the loop"
+                pass
+    return _CHOSEN[key]
 
 
-def choose_backend(x: Tensor, experts: Sequence[nn.Module]) -> str:
-    """`grouped` on CUDA when grouped_mm exists, the compute dtype is bf16 (its fast
-    path), the shapes meet its 16-byte stride alignment and a probe passes;
-    `loop` otherwise (always on CPU, where the loop measured faster)."""
-    if not (x.is_cuda and grouped_mm_available()):
-        return "loop"
-    dtype = _compute_dtype(x)
-    d, h = experts[0].c_fc.weight.shape
-    if dtype != torch.bfloat16 or d % 8 or h % 8:
-        return "loop"
-    return "grouped" if _grouped_mm_works(x.device, dtype) else "loop"
+def sort_assignments(expert_idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Stable sort of the flattened [N, k] assignments by expert: (perm, inv, sorted_experts).
 
-
-def dispatch(
-    x: Tensor,
-    expert_idx: Tensor,
-    gate: Tensor,
-    counts: Tensor,
-    experts: Sequence[nn.Module],
-    backend: str = "loop",
-) -> Tensor:
-    """y [N, d] = sum_j gate[:, j] * experts[expert_idx[:, j]](x), by sort and slices.
-
-    `counts` [E] are the assignments per expert (from the router). `backend` is
-    `loop` or `grouped` (see `choose_backend`).
+    Sorted slot s holds assignment perm[s] (token perm[s] // k); assignment a sits in slot inv[a].
     """
-    n, k = expert_idx.shape
-    perm, inv, sorted_experts = sort_assignments(expert_idx)
-    src = perm // k if k > 1 else perm
-    x_sorted = _GatherRows.apply(x, src, inv, k)  # [N*k, d], grouped by expert
-    if backend == "grouped":
-        y_sorted = _experts_grouped(x_sorted, counts, sorted_experts, experts)
-    elif backend == "loop":
-        y_sorted = _experts_loop(x_sorted, counts, experts)
-    else:
-        raise ValueError(f"unknown MoE dispatch backend {backend!r}; use one of {BACKENDS}")
-    return _Combine.apply(y_sorted, gate, perm, inv, k == 1)
+    sorted_experts, perm = torch.sort(expert_idx.reshape(-1), stable=True)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=perm.device)
+    return perm, inv, sorted_experts
+
+
+def dispatch(x: Tensor, r: RouterOutput, experts: nn.Module, path: str) -> Tensor:
+    """y [N, d] = sum_j gate[:, j] * expert_{idx[:, j]}(x) for x [N, d], by sort and groups."""
+    n, k = r.expert_idx.shape
+    d = x.shape[-1]
+    perm, inv, sorted_experts = sort_assignments(r.expert_idx)
+    xk = x if k == 1 else x.unsqueeze(1).expand(n, k, d).reshape(n * k, d)  # [N*k, d]
+    y = experts(xk.index_select(0, perm), r.counts, sorted_experts, path).index_select(0, inv)
+    gate = r.gate.to(y.dtype)  # [N, k]; top-1's forward value is exactly 1 (straight-through)
+    if k == 1:
+        return y * gate
+    return torch.bmm(gate.unsqueeze(1), y.view(n, k, d)).squeeze(1)

@@ -1,38 +1,25 @@
 """Ghost experts: spare experts held dormant until a layer's routing saturates.
 
-A MoE layer built with `model.ghost_experts` > 0 has that many extra experts
-whose `active` flag is False: the router masks them out (logit -inf), so they
-get no tokens, no load and no LM gradient. `GhostController` wakes them.
+A layer built with `model.ghost_experts` > 0 has that many extra experts whose
+`active` flag is False: the router masks them out (logit -inf), so they get no
+tokens, load or LM gradient. This module is the only writer of `active` after
+`to_moe`. The rule, checked by `observe` at each of the trainer's routing checks:
+a layer whose top expert's load share exceeds `threshold` at `patience`
+consecutive checks wakes its lowest-indexed dormant expert; its streak restarts.
 
-The rule (checked by `observe`, which the trainer calls at each routing check
-with every MoE layer's load fractions over that check's tokens):
+Waking j to relieve the saturated expert i:
+- j's slice of every stacked expert weight becomes i's plus N(0, 1) * `noise` *
+  std (model.upcycle_noise), so the layer's function barely changes;
+- router row j becomes row i + delta and row i becomes row i - delta, delta ~
+  N(0, 1) * `router_offset` * std(row i): the two logits tie up to +-x.delta, so
+  i's tokens divide along a random hyperplane and the LB loss takes it from there;
+- `active[j]` is set; a layer with no dormant expert left is not touched.
 
-    a layer whose top expert's share of the load exceeds `threshold`
-    (model.ghost_threshold) at `patience` (model.ghost_patience) consecutive
-    checks wakes its lowest-indexed dormant expert, and its streak restarts.
-
-Waking expert j to relieve the saturated expert i:
-- expert j's weights become a copy of expert i's plus N(0, 1) * `noise` * std
-  per parameter (`noise` is model.upcycle_noise), so the layer's function
-  barely changes;
-- router row j becomes row i + delta and row i becomes row i - delta, with
-  delta ~ N(0, 1) * `router_offset` * std(row i): the two logits tie up to
-  +-x.delta, so i's tokens divide along a random hyperplane between i and j
-  (about half each, depending on where the tokens lie), and the
-  load-balancing loss takes over from there;
-- `active[j]` is set. A layer with no dormant expert left is not touched.
-
-Every wake returns a `WakeEvent` (step, block, relieved expert, woken expert,
-the share that triggered it) for the trainer to log. In DDP, call `observe` on
-every rank with the same (all-reduced) fractions: the controller's own seeded
-generator then makes identical wakes everywhere.
-
-Optimizer state: the woken expert's parameters existed all along (they were
-in the optimizer, with zero gradients while dormant), so one AdamW over all
-parameters needs no rebuild. Its moments, though, are those of an unused
-expert; `copy_optimizer_state` gives it the relieved expert's instead (and the
-router row's), so the copy continues the same trajectory. Call it right after
-a wake.
+In DDP, call `observe` on every rank with the same (all-reduced) fractions: the
+controller's seeded generator then makes identical wakes everywhere. The woken
+slices were in the optimizer all along (zero gradients while dormant), so AdamW
+needs no rebuild; `copy_optimizer_state`, called right after a wake, gives them
+the relieved expert's moments so the copy continues the same trajectory.
 """
 
 from __future__ import annotations
@@ -46,10 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from moe_emergence.core.config import ModelParams
 from moe_emergence.model.gpt2 import moe_layers
 from moe_emergence.model.moe import MoELayer
 from moe_emergence.model.routing_stats import load_fractions
+from moe_emergence.model.spec import MoESpec
 
 
 @dataclass
@@ -67,15 +54,8 @@ class WakeEvent:
 class GhostController:
     """Wakes dormant experts by the rule in this module's docstring."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        threshold: float,
-        patience: int,
-        noise: float = 1e-3,
-        router_offset: float = 1e-2,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, model: nn.Module, threshold: float, patience: int, noise: float = 1e-3,
+                 router_offset: float = 1e-2, seed: int = 0) -> None:
         if not 0 < threshold <= 1:
             raise ValueError(f"model.ghost_threshold must be in (0, 1], got {threshold}")
         if patience < 1:
@@ -90,7 +70,7 @@ class GhostController:
         self.events: list[WakeEvent] = []
 
     @classmethod
-    def from_params(cls, model: nn.Module, mp: ModelParams, seed: int) -> GhostController:
+    def from_params(cls, model: nn.Module, mp: MoESpec, seed: int) -> GhostController:
         return cls(model, mp.ghost_threshold, mp.ghost_patience, noise=mp.upcycle_noise, seed=seed)
 
     def dormant(self, layer: int) -> list[int]:
@@ -122,11 +102,10 @@ class GhostController:
             raise ValueError(f"expert {relieved} of block {layer} is itself dormant")
         woken = dormant[0]
         with torch.no_grad():
-            src, dst = moe.experts[relieved], moe.experts[woken]
-            for ps, pd in zip(src.parameters(), dst.parameters(), strict=True):
-                std = ps.float().std().item() if ps.numel() > 1 else 0.0
-                noise = torch.randn(ps.shape, generator=self.gen) * (std * self.noise)
-                pd.copy_(ps + noise.to(ps.device, ps.dtype))
+            for p in moe.experts.parameters():  # [E, ...], expert e is slice e
+                std = p[relieved].float().std().item() if p[relieved].numel() > 1 else 0.0
+                noise = torch.randn(p.shape[1:], generator=self.gen) * (std * self.noise)
+                p[woken] = p[relieved] + noise.to(p.device, p.dtype)
             w = moe.router.weight
             row = w[relieved].float()
             scale = row.std().item()
@@ -144,19 +123,10 @@ class GhostController:
     def copy_optimizer_state(self, optimizer: torch.optim.Optimizer, event: WakeEvent) -> None:
         """Give the woken expert (and its router row) the relieved expert's optimizer state."""
         moe = self.layers[event.layer]
-        src, dst = moe.experts[event.relieved], moe.experts[event.woken]
-        for ps, pd in zip(src.parameters(), dst.parameters(), strict=True):
-            st = optimizer.state.get(ps)
-            if st:
-                optimizer.state[pd] = {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
-            else:
-                optimizer.state.pop(pd, None)
-        w = moe.router.weight
-        st = optimizer.state.get(w)
-        if st:
-            with torch.no_grad():
-                for v in st.values():
-                    if torch.is_tensor(v) and v.shape == w.shape:
+        with torch.no_grad():
+            for p in (*moe.experts.parameters(), moe.router.weight):
+                for v in optimizer.state.get(p, {}).values():
+                    if torch.is_tensor(v) and v.shape == p.shape:  # moments; not AdamW's `step`
                         v[event.woken] = v[event.relieved]
 
     def state_dict(self) -> dict[str, Any]:

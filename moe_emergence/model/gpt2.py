@@ -2,13 +2,12 @@
 
 Model surgery is one attribute assignment per block (`block.mlp = MoELayer`),
 so attention, norms, residuals, masking and caching stay as the library has
-them. The experts are copies of the block's own `GPT2MLP` (Conv1D weights
-stored [in, out], `gelu_new`, dropout), never a rebuilt MLP.
+them. The experts are stacked copies of the block's own `GPT2MLP` (Conv1D
+weights stored [in, out], its activation and dropout), never a rebuilt MLP.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from pathlib import Path
@@ -18,9 +17,10 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
-from moe_emergence.core.config import ArchParams, ModelParams
 from moe_emergence.core.hub import hub_unreachable
-from moe_emergence.model.moe import MoELayer
+from moe_emergence.model.moe import GroupedExperts, MoELayer
+from moe_emergence.model.router import RouterOutput
+from moe_emergence.model.spec import ArchSpec, MoESpec
 
 GPT2_VOCAB = 50257
 # GPT-2's "gelu_new" is the tanh approximation of GELU written as five elementwise torch ops;
@@ -30,7 +30,7 @@ FAST_GELU = "gelu_pytorch_tanh"
 
 
 def gpt2_config(
-    arch: ArchParams, vocab_size: int = GPT2_VOCAB, attn_implementation: str = "sdpa"
+    arch: ArchSpec, vocab_size: int = GPT2_VOCAB, attn_implementation: str = "sdpa"
 ) -> GPT2Config:
     """GPT-2 config for a model trained from scratch: `arch.dropout` on residuals and embeddings,
     none in attention, tied embeddings."""
@@ -53,7 +53,7 @@ def gpt2_config(
 
 
 def make_dense(
-    arch: ArchParams,
+    arch: ArchSpec,
     vocab_size: int = GPT2_VOCAB,
     attn_implementation: str = "sdpa",
     seed: int | None = None,
@@ -128,26 +128,24 @@ def load_pretrained(
     return model
 
 
-def _perturb_(module: nn.Module, rel_std: float, gen: torch.Generator) -> None:
-    """Add N(0, 1) * std(param) * rel_std to every parameter (std elementwise, not the norm)."""
+def _perturb_(experts: GroupedExperts, rel_std: float, gen: torch.Generator) -> None:
+    """Add N(0, 1) * std(param) * rel_std to every expert's every parameter (std elementwise)."""
     with torch.no_grad():
-        for p in module.parameters():
-            std = p.float().std().item() if p.numel() > 1 else 0.0
-            if std > 0 and rel_std > 0 and math.isfinite(std):
-                noise = torch.randn(p.shape, generator=gen) * (std * rel_std)
-                p.add_(noise.to(p.device, p.dtype))
+        for p in experts.parameters():
+            for e in range(p.shape[0]):
+                std = p[e].float().std().item() if p[e].numel() > 1 else 0.0
+                if std > 0 and rel_std > 0 and math.isfinite(std):
+                    noise = torch.randn(p.shape[1:], generator=gen) * (std * rel_std)
+                    p[e].add_(noise.to(p.device, p.dtype))
 
 
-def _init_scratch_(mlp: nn.Module, initializer_range: float, n_layer: int, gen: torch.Generator) -> None:
-    """GPT-2's init of an MLP: N(0, 0.02), c_proj scaled by 1/sqrt(2 n_layer), zero bias."""
+def _init_scratch_(experts: GroupedExperts, initializer_range: float, n_layer: int, gen: torch.Generator) -> None:
+    """GPT-2's init of an MLP, per expert: N(0, 0.02), c_proj scaled by 1/sqrt(2 n_layer), zero bias."""
     with torch.no_grad():
-        for conv, std in (
-            (mlp.c_fc, initializer_range),
-            (mlp.c_proj, initializer_range / math.sqrt(2 * n_layer)),
-        ):
-            w = torch.randn(conv.weight.shape, generator=gen) * std
-            conv.weight.copy_(w.to(conv.weight.device, conv.weight.dtype))
-            conv.bias.zero_()
+        for w, std in ((experts.w_fc, initializer_range), (experts.w_proj, initializer_range / math.sqrt(2 * n_layer))):
+            w.copy_((torch.randn(w.shape, generator=gen) * std).to(w.device, w.dtype))
+        experts.b_fc.zero_()
+        experts.b_proj.zero_()
 
 
 @torch.no_grad()
@@ -172,63 +170,59 @@ def mlp_inputs(model: GPT2LMHeadModel, ids: torch.Tensor, blocks: list[int]) -> 
 
 
 def to_moe(
-    dense: GPT2LMHeadModel, mp: ModelParams, seed: int, calibration: torch.Tensor | None = None
+    dense: GPT2LMHeadModel, spec: MoESpec, seed: int, calibration: torch.Tensor | None = None
 ) -> GPT2LMHeadModel:
-    """Swap `block.mlp` of the blocks in `mp.moe_layers` for MoE layers, IN PLACE.
+    """Swap `block.mlp` of the blocks in `spec.moe_layers` for MoE layers, IN PLACE.
 
     The dense model is modified and returned (deep-copy it first to keep it).
-    Each layer gets `mp.n_experts + mp.ghost_experts` experts:
+    Each layer gets `spec.n_experts + spec.ghost_experts` experts:
     - moe_init "upcycle": each a copy of the block's MLP plus N(0,1) *
-      `mp.upcycle_noise` * std(param) per parameter (0 gives exact copies, and
+      `spec.upcycle_noise` * std(param) per parameter (0 gives exact copies, and
       logits equal to the dense model's);
     - moe_init "scratch": each freshly initialized with GPT-2's init.
-    The router is N(0, initializer_range); with `mp.router_init` "centered" it is
+    The router is N(0, initializer_range); with `spec.router_init` "centered" it is
     then made blind to the hidden states' common component (`Router.center_`),
     measured on `calibration`, [B, T] model ids of train blocks (required then).
     All randomness comes from `seed`.
     """
     blocks = dense.transformer.h
     n_layer = len(blocks)
-    for i in mp.moe_layers:
+    for i in spec.moe_layers:
         if not 0 <= i < n_layer:
             raise ValueError(
                 f"model.moe_layers: block {i} does not exist; the model has blocks 0..{n_layer - 1}"
             )
         if not isinstance(blocks[i].mlp, GPT2MLP):
             raise ValueError(f"model.moe_layers: block {i} has no dense GPT2MLP to replace (already MoE?)")
-    if not 1 <= mp.top_k <= mp.n_experts:
-        raise ValueError(f"model.top_k must be in 1..model.n_experts ({mp.n_experts}), got {mp.top_k}")
-    centered = mp.router_init == "centered"
+    if not 1 <= spec.top_k <= spec.n_experts:
+        raise ValueError(f"model.top_k must be in 1..model.n_experts ({spec.n_experts}), got {spec.top_k}")
+    centered = spec.router_init == "centered"
     if centered and calibration is None:
         raise ValueError("model.router_init 'centered' needs calibration ids (train blocks) to measure on")
     # The dense model's MLP inputs: an upcycled MoE sees the same ones up to the upcycling noise.
-    hidden = mlp_inputs(dense, calibration, sorted(mp.moe_layers)) if centered else {}
+    hidden = mlp_inputs(dense, calibration, sorted(spec.moe_layers)) if centered else {}
     gen = torch.Generator().manual_seed(seed)
     cfg = dense.config
-    n_total = mp.n_experts + mp.ghost_experts
-    for i in sorted(mp.moe_layers):
+    n_total = spec.n_experts + spec.ghost_experts
+    for i in sorted(spec.moe_layers):
         block = blocks[i]
         mlp = block.mlp
-        experts = []
-        for _ in range(n_total):
-            ex = copy.deepcopy(mlp)
-            if mp.moe_init == "scratch":
-                _init_scratch_(ex, cfg.initializer_range, cfg.n_layer, gen)
-            else:
-                _perturb_(ex, mp.upcycle_noise, gen)
-            experts.append(ex)
+        experts = GroupedExperts.from_mlp(mlp, n_total)
+        if spec.moe_init == "scratch":
+            _init_scratch_(experts, cfg.initializer_range, cfg.n_layer, gen)
+        else:
+            _perturb_(experts, spec.upcycle_noise, gen)
         layer = MoELayer(
             experts,
             cfg.n_embd,
-            top_k=mp.top_k,
-            router_noise_std=mp.router_noise_std,
-            n_primary=mp.n_experts,
+            top_k=spec.top_k,
+            router_noise_std=spec.router_noise_std,
+            n_primary=spec.n_experts,
         )
         layer.router.reset_parameters(std=cfg.initializer_range, generator=gen)
         if centered:
             layer.router.center_(hidden[i])
-        weight = next(mlp.parameters())
-        layer.to(device=weight.device, dtype=weight.dtype)
+        layer.to(mlp.c_fc.weight)
         layer.train(mlp.training)
         block.mlp = layer
     return dense
@@ -246,3 +240,13 @@ def moe_layers(model: nn.Module) -> list[tuple[int, MoELayer]]:
     if blocks is None:
         raise TypeError(f"moe_layers: expected a GPT-2 model, got {type(model).__name__}")
     return [(i, b.mlp) for i, b in enumerate(blocks) if isinstance(b.mlp, MoELayer)]
+
+
+def latest_routing(model: nn.Module) -> dict[int, RouterOutput]:
+    """Block index -> the router output of that MoE layer's latest forward (`MoELayer.routing`)."""
+    out = {}
+    for i, layer in moe_layers(model):
+        if layer.routing is None:
+            raise RuntimeError(f"MoE layer in block {i} has not run a forward yet")
+        out[i] = layer.routing
+    return out

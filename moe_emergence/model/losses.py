@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from moe_emergence.model.router import count_assignments
+from moe_emergence.model.router import RouterOutput, count_assignments, router_entropy
 
 
 def load_balance_loss(
@@ -50,7 +52,7 @@ class AuxLosses:
             aux.start_step()
             for micro-batch ...:
                 out = model(...)
-                lb, z = aux.compute()
+                lb, z = aux.compute(latest_routing(model))
                 loss = out.loss + lb_coef * lb + z_coef * z
 
     scope "step": f_i uses the hard counts of all micro-batches of the current
@@ -89,32 +91,20 @@ class AuxLosses:
                     )
         self.scope = scope
         self._counts: Tensor | None = None  # [L, E] over the step so far, all ranks
-        self._entropy = None  # [L, 2] (sum of per-token entropy, tokens), all ranks
-        self._last: list = []
+        self._entropy: Tensor | None = None  # [L, 2] (sum of per-token entropy, tokens), all ranks
 
     def start_step(self) -> None:
         self._counts = None
         self._entropy = None
 
-    def compute(self) -> tuple[Tensor, Tensor]:
-        """(lb, z) of the latest forward, each the mean over MoE layers."""
-        routings = []
-        for i, layer in self.layers:
-            if layer.last_routing is None:
-                raise RuntimeError(f"AuxLosses.compute(): MoE layer in block {i} has not run a forward yet")
-            routings.append(layer.last_routing)
-        # Holding the previous routings keeps their ids unique while we compare.
-        if len(self._last) == len(routings) and all(
-            a is b for a, b in zip(self._last, routings, strict=True)
-        ):
-            raise RuntimeError(
-                "AuxLosses.compute() called twice for the same forward; call it once per micro-batch"
-            )
-        self._last = routings
+    def compute(self, routing: Mapping[int, RouterOutput]) -> tuple[Tensor, Tensor]:
+        """(lb, z) of one forward's routing (block -> router output), each the mean over
+        MoE layers; adds its counts to the step's. Call once per micro-batch."""
+        rs = [routing[i] for i, _ in self.layers]
         with torch.no_grad():
-            counts = torch.stack([r.counts for r in routings])  # [L, E]
-            ent_sum = torch.stack([r.entropy.sum() for r in routings])
-            ent = torch.stack([ent_sum, torch.full_like(ent_sum, float(routings[0].entropy.numel()))], 1)
+            counts = torch.stack([r.counts for r in rs])  # [L, E]
+            ent_sum = torch.stack([router_entropy(r.logits).sum() for r in rs])
+            ent = torch.stack([ent_sum, torch.full_like(ent_sum, float(rs[0].logits.shape[0]))], 1)
             if dist.is_available() and dist.is_initialized():
                 counts = counts.clone()
                 dist.all_reduce(counts)
@@ -122,11 +112,8 @@ class AuxLosses:
             self._counts = counts if self._counts is None else self._counts + counts
             self._entropy = ent if self._entropy is None else self._entropy + ent
         lbs, zs = [], []
-        for li, ((_, layer), r) in enumerate(zip(self.layers, routings, strict=True)):
-            if self.scope == "step":
-                f_counts = self._counts[li]
-            else:
-                f_counts = r.counts
+        for li, ((_, layer), r) in enumerate(zip(self.layers, rs, strict=True)):
+            f_counts = self._counts[li] if self.scope == "step" else r.counts
             n_routable = layer.active.sum() if layer.n_primary < layer.n_experts else layer.n_experts
             lbs.append(load_balance_loss(r.probs, r.expert_idx, n_routable, counts=f_counts))
             zs.append(z_loss(r.logits))

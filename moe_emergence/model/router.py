@@ -1,34 +1,31 @@
-"""The router: one place that turns a token's MLP input into its expert choice.
+"""The router: a token's MLP input to its experts, returning what the losses need.
 
-Everything downstream reads the `Routing` it returns, so the three views of the
-router that the reference project once mixed up stay apart:
+Like Mixtral's gate it returns the raw logits (the z-loss reads them) next to
+the selection; unlike it, the selection probabilities may carry exploration
+noise, so both are returned and kept apart:
 
-- `logits`: pre-noise, fp32, with dormant (ghost) experts at -inf. The z-loss
-  reads these.
-- `probs`: softmax of the logits after exploration noise. The experts actually
-  used are the top-k of these, so the load-balancing P reads them too.
-- `clean_probs` and `entropy`: before noise. Logs and analysis read these, so
-  "router confidence" never moves with the noise schedule.
+- `logits` [N, E] fp32, pre-noise, dormant (ghost) experts at -inf: z-loss,
+  router entropy (logs and analysis read softmax(logits), so "router
+  confidence" never moves with the noise schedule);
+- `probs` [N, E] fp32, softmax after noise: the experts used are their top-k,
+  so the load-balancing P reads them too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 
-@dataclass
-class Routing:
-    """One forward's routing decisions for N = B*T tokens and E experts."""
+class RouterOutput(NamedTuple):
+    """One forward's routing of N = B*T tokens over E experts."""
 
+    logits: Tensor  # [N, E] fp32, no noise, dormant experts -inf
+    probs: Tensor  # [N, E] fp32 softmax after noise (== softmax(logits) without noise)
     expert_idx: Tensor  # [N, k] long, the experts each token is sent to
-    gate: Tensor  # [N, k] weights applied to the expert outputs
-    logits: Tensor  # [N, E] fp32 raw router logits (no noise; dormant experts -inf)
-    probs: Tensor  # [N, E] fp32 softmax after noise (LB's P); == clean_probs without noise
-    clean_probs: Tensor  # [N, E] fp32 softmax before noise (logging, analysis)
-    entropy: Tensor  # [N] fp32 entropy of clean_probs in nats, detached
+    gate: Tensor  # [N, k] weights of the expert outputs
     counts: Tensor  # [E] long, assignments per expert (sums to N*k)
 
 
@@ -42,6 +39,11 @@ def count_assignments(expert_idx: Tensor, n_experts: int) -> Tensor:
         counts = torch.zeros(n_experts, dtype=torch.long, device=flat.device)
         return counts.scatter_add_(0, flat, torch.ones_like(flat))
     return torch.bincount(flat, minlength=n_experts)
+
+
+def router_entropy(logits: Tensor) -> Tensor:
+    """Per-token entropy (nats) of softmax(logits) [N, E] -> [N]; -inf logits count as p = 0."""
+    return torch.special.entr(logits.float().softmax(-1)).sum(-1)
 
 
 class Router(nn.Module):
@@ -59,19 +61,14 @@ class Router(nn.Module):
             self.weight.copy_(w.to(self.weight.device, self.weight.dtype))
 
     def center_(self, hidden: Tensor) -> None:
-        """Make the current weights blind to the hidden states' common component.
+        """Make the weights blind to the common component of `hidden` [N, d] (`ln_2` outputs).
 
-        GPT-2's hidden states share a large mean vector (the `ln_2` bias and more), so
-        with random rows w_e every token gets the same offset w_e . mean on expert e,
-        and that offset, not the token, picks the winner: measured on the CPU base,
-        offsets of -0.16..+0.25 against a token-specific logit spread of ~0.2, with
-        two experts of eight receiving no token before any update. Scaling the
-        weights changes nothing (argmax is scale-free). Here each row loses its
-        component along the calibration mean (w_e . mean = 0), then is rescaled so
-        that its logits over the calibration tokens have the spread the random row
-        had on average: the router keeps its init scale, routes by what differs
-        between tokens, and no expert starts ahead of the others.
-        hidden: [N, d] inputs of this router (the block's `ln_2` outputs).
+        GPT-2's hidden states share a large mean vector, so with random rows every token
+        gets the same offset w_e . mean on expert e, and that offset, not the token, picks
+        the winner (CPU base: offsets of -0.16..+0.25 against a token spread of ~0.2; two
+        of eight experts got no token). Each row loses its component along the mean, then
+        is rescaled to the random rows' average token spread: the init scale stays, and
+        no expert starts ahead of the others.
         """
         with torch.no_grad():
             h = hidden.reshape(-1, hidden.shape[-1]).float()
@@ -87,37 +84,26 @@ class Router(nn.Module):
 
     def forward(
         self, x: Tensor, top_k: int, noise_std: float = 0.0, active: Tensor | None = None
-    ) -> Routing:
+    ) -> RouterOutput:
         """Route x [N, d]. `noise_std` > 0 adds Gaussian noise to the logits used for
         selection; `active` [E] bool masks dormant experts out of routing."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             logits = nn.functional.linear(x.float(), self.weight.float())  # [N, E]
             if active is not None:
                 logits = logits.masked_fill(~active, float("-inf"))
-            clean_probs = logits.softmax(-1)
             if noise_std > 0:
-                probs = (logits + torch.randn_like(logits) * noise_std).softmax(-1)
+                logits_sel = logits + torch.randn_like(logits) * noise_std
             else:
-                probs = clean_probs
+                logits_sel = logits
+            probs = logits_sel.softmax(-1)
             top_p, expert_idx = probs.topk(top_k, dim=-1)  # [N, k]
-            if top_k == 1:
-                if self.training:
-                    # Straight-through: forward exactly 1 (an upcycled expert reproduces
-                    # the dense MLP), gradient as if the weight were p. Renormalizing a
-                    # single weight would give a constant 1 and starve the router.
-                    gate = 1.0 + (top_p - top_p.detach())  # parenthesized: (1 + p) - p rounds
-                else:
-                    gate = torch.ones_like(top_p)
-            else:
+            if top_k > 1:
                 gate = top_p / top_p.sum(-1, keepdim=True)
-            with torch.no_grad():
-                entropy = torch.special.entr(clean_probs).sum(-1)
-        return Routing(
-            expert_idx=expert_idx,
-            gate=gate,
-            logits=logits,
-            probs=probs,
-            clean_probs=clean_probs,
-            entropy=entropy,
-            counts=count_assignments(expert_idx, logits.shape[-1]),
-        )
+            elif self.training:
+                # Straight-through: forward exactly 1 (an upcycled expert reproduces the
+                # dense MLP), gradient as if the weight were p. Renormalizing a single
+                # weight would give a constant 1 and starve the router.
+                gate = 1.0 + (top_p - top_p.detach())  # parenthesized: (1 + p) - p rounds
+            else:
+                gate = torch.ones_like(top_p)
+        return RouterOutput(logits, probs, expert_idx, gate, count_assignments(expert_idx, logits.shape[-1]))

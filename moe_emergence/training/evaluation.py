@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from moe_emergence.model.gpt2 import moe_layers
+from moe_emergence.model.gpt2 import latest_routing, moe_layers
 from moe_emergence.model.lm_loss import model_sequence_losses
 from moe_emergence.model.losses import load_balance_loss, z_loss
+from moe_emergence.model.router import RouterOutput, router_entropy
 from moe_emergence.model.routing_stats import (
     dead_experts,
     load_fractions,
@@ -49,13 +50,15 @@ class RouterWindow:
         self.entropy_sum: dict[int, float] = {}
         self.tokens: dict[int, int] = {}
 
-    def update(self) -> None:
-        for i, layer in self.layers:
-            r = layer.last_routing
+    def update(self, routing: Mapping[int, RouterOutput]) -> None:
+        """Add one forward's routing (block -> router output, `gpt2.latest_routing`)."""
+        for i, _ in self.layers:
+            r = routing[i]
             c = r.counts.detach().double().cpu()
             self.counts[i] = self.counts.get(i, torch.zeros_like(c)) + c
-            self.entropy_sum[i] = self.entropy_sum.get(i, 0.0) + float(r.entropy.detach().double().sum())
-            self.tokens[i] = self.tokens.get(i, 0) + r.entropy.numel()
+            ent = router_entropy(r.logits.detach())
+            self.entropy_sum[i] = self.entropy_sum.get(i, 0.0) + float(ent.double().sum())
+            self.tokens[i] = self.tokens.get(i, 0) + ent.numel()
 
     def all_reduce(self) -> None:
         """Sum the window over data-parallel ranks (no-op in one process)."""
@@ -128,7 +131,7 @@ def route_only(
         x = torch.from_numpy(np.asarray(ids).astype(np.int64)).to(device)
         with autocast():
             model.transformer(input_ids=x)
-        window.update()
+        window.update(latest_routing(model))
     model.train(was_training)
     return window
 
@@ -156,10 +159,11 @@ def evaluate(
             losses = model_sequence_losses(model, x)
         per_seq[start : start + len(x)] = losses.double().cpu().numpy()
         if window.layers:
-            window.update()
+            routing = latest_routing(model)
+            window.update(routing)
             lbs, zs = [], []
-            for _, layer in window.layers:
-                r = layer.last_routing
+            for i, layer in window.layers:
+                r = routing[i]
                 # E is the number of routable experts (dormant ghosts excluded), so balanced = 1
                 lbs.append(float(load_balance_loss(r.probs, r.expert_idx, int(layer.active.sum()))))
                 zs.append(float(z_loss(r.logits)))

@@ -64,6 +64,7 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
              work_root: Path | None = None) -> None:
     from moe_emergence.model.checkpoint import save_model
     from moe_emergence.model.gpt2 import make_dense
+    from moe_emergence.model.spec import ArchSpec
 
     dist = init_distributed("cuda" if params.train.device != "cpu" and _cuda() else "cpu")
     try:
@@ -71,7 +72,7 @@ def run_base(params: Params, packed_dir: Path, model_out: Path, report_out: Path
         vocab = Vocab.read(Path(packed_dir) / VOCAB_FILE)
         if mp.init == "scratch":
             # seeded: the base must reproduce
-            model = make_dense(mp.arch, vocab_size=vocab.size, seed=params.base.seed)
+            model = make_dense(ArchSpec.from_params(mp.arch), vocab_size=vocab.size, seed=params.base.seed)
             vocab.stamp(model.config)
         else:
             if not vocab.full:
@@ -145,6 +146,7 @@ def run_variant(params: Params, name: str, seed: int, packed_dir: Path, base_dir
 
     from moe_emergence.model.checkpoint import load_model
     from moe_emergence.model.gpt2 import to_moe
+    from moe_emergence.model.spec import MoESpec
 
     mp, tp = params.variant(name)
     tp = tp.model_copy(update={"seed": seed})
@@ -159,7 +161,7 @@ def run_variant(params: Params, name: str, seed: int, packed_dir: Path, base_dir
         if moe:
             check_moe_layers(mp.moe_layers, model.config.n_layer, f"the base model in {base_dir}")
             calib = torch.from_numpy(spread_rows(train.ids, mp.calibration_blocks))
-            model = to_moe(model, mp, seed=tp.seed, calibration=calib)
+            model = to_moe(model, MoESpec.from_params(mp), seed=tp.seed, calibration=calib)
         run = run_name(name, seed)
         spec = RunSpec(
             name=run, train=tp, model=mp if moe else None, model_out=model_out, report_out=report_out,

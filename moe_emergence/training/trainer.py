@@ -37,7 +37,7 @@ import torch
 from moe_emergence.core.atomic import OutputError, atomic_dir, atomic_path, write_json
 from moe_emergence.core.config import ModelParams, TrainParams
 from moe_emergence.model.checkpoint import save_model
-from moe_emergence.model.gpt2 import moe_layers
+from moe_emergence.model.gpt2 import latest_routing, moe_layers
 from moe_emergence.model.lm_loss import CausalLMLoss
 from moe_emergence.training.batches import BatchPlan
 from moe_emergence.training.collapse import CollapseDetector
@@ -182,8 +182,9 @@ class Trainer:
             self.aux = AuxLosses(self.model, scope=self.mp.lb_scope, n_experts=self.mp.n_experts)
             if self.mp.ghost_experts > 0:
                 from moe_emergence.model.ghost import GhostController
+                from moe_emergence.model.spec import MoESpec
 
-                self.ghost = GhostController.from_params(self.model, self.mp, seed=self.tp.seed)
+                self.ghost = GhostController.from_params(self.model, MoESpec.from_params(self.mp), seed=self.tp.seed)
         self.wake_events: list[dict] = []
         self.step0: dict[str, Any] = {}
         self.step = 0
@@ -314,7 +315,7 @@ class Trainer:
                 loss = lm
                 lb = z = torch.zeros((), device=self.device)
                 if self.moe:
-                    lb, z = self.aux.compute()
+                    lb, z = self.aux.compute(latest_routing(self.model))
                     loss = lm + self.mp.lb_coef * lb + self.mp.z_coef * z
                 if not torch.isfinite(loss):
                     kept = self.state_path if self.state_path.exists() else "none yet"
@@ -324,7 +325,7 @@ class Trainer:
                         f"{kept}. Lower train.optim.lr or raise train.optim.warmup_frac."
                     )
                 (loss / tp.grad_accum).backward()
-            self.window.update()
+            self.window.update(latest_routing(self.model))
             w = self.win
             w["loss"] += float(loss.detach())
             w["lm"] += float(lm.detach())

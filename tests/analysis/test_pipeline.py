@@ -18,6 +18,7 @@ from moe_emergence.analysis.pipeline import Paths, run_analysis
 from moe_emergence.core.config import PackParams, parse_params
 from moe_emergence.model.checkpoint import CheckpointError, check_sidecar, load_model  # noqa: F811
 from moe_emergence.model.gpt2 import moe_layers
+from moe_emergence.model.spec import MoESpec
 
 DOMAINS = ["code", "math", "prose"]
 WORDS = ["river", "market", "bridge", "castle", "harbour", "forest", "valley", "tower"]
@@ -250,7 +251,8 @@ def test_a_sidecar_that_does_not_match_the_params_says_so(tiny_run):
     _, side = load_model(tiny_run / "models/dense/seed0")
     mp, _ = params.variant("moe")
     with pytest.raises(CheckpointError, match="dense model, but the variant is a MoE variant"):
-        check_sidecar(side, tiny_run / "models/dense/seed0", "moe/seed0", mp, True, "train@moe-0")
+        check_sidecar(side, tiny_run / "models/dense/seed0", "moe/seed0", "train@moe-0",
+                      None, MoESpec.from_params(mp))
 
 
 def test_dense_only_run_reports_quality_only(tiny_run, tmp_path):
@@ -323,7 +325,7 @@ def test_route_matches_the_model_forward(tiny_run):
         model(input_ids=torch.from_numpy(ids))
     ((block, layer),) = moe_layers(model)
     np.testing.assert_array_equal(
-        r.experts[block][:, 0], layer.last_routing.expert_idx[:, 0].numpy()
+        r.experts[block][:, 0], layer.routing.expert_idx[:, 0].numpy()
     )
     assert r.loss.shape == (5,) and np.isfinite(r.loss).all()
     assert r.lb[block] > 0 and np.isfinite(r.z[block])

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from moe_emergence.core.config import ArchParams, ModelParams
 from moe_emergence.model.gpt2 import make_dense
+from moe_emergence.model.spec import ArchSpec, MoESpec
 
-ARCH = ArchParams(n_layer=2, n_embd=32, n_head=4, n_positions=32)
+ARCH = ArchSpec(n_layer=2, n_embd=32, n_head=4, n_positions=32)
 VOCAB = 97
 
 
-def tiny_params(**overrides) -> ModelParams:
-    base = ModelParams(
-        init="scratch", arch=ARCH, moe_layers=[0, 1], n_experts=4, top_k=1,
-        router_noise_std=0.0, upcycle_noise=0.0,
-    )
-    return base.model_copy(update=overrides)
+def tiny_params(**overrides) -> MoESpec:
+    base = MoESpec(moe_layers=(0, 1), n_experts=4, top_k=1, router_noise_std=0.0, upcycle_noise=0.0)
+    return replace(base, **overrides)
 
 
 @pytest.fixture

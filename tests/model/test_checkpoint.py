@@ -94,3 +94,32 @@ def test_structure_checked_without_hash(dense, mp_factory, tmp_path):
     side_path.write_text(json.dumps(side))
     with pytest.raises(CheckpointError, match="shape"):
         load_model(tmp_path / "m")
+
+
+def test_experts_are_saved_stacked(dense, mp_factory, tmp_path):
+    model = to_moe(copy.deepcopy(dense), mp_factory(), seed=0)
+    save_model(model, tmp_path / "m")
+    names = set(load_file(str(tmp_path / "m" / WEIGHTS)))
+    assert "transformer.h.0.mlp.experts.w_fc" in names
+    assert not any(".experts.0." in n for n in names)
+
+
+def test_per_expert_checkpoint_of_the_earlier_layout_loads(dense, mp_factory, tokens, tmp_path):
+    """A checkpoint written before the experts were stacked (`...experts.<e>.c_fc.weight`)."""
+    mp = mp_factory(ghost_experts=1, upcycle_noise=1e-2)
+    model = to_moe(copy.deepcopy(dense), mp, seed=2).eval()
+    save_model(model, tmp_path / "m")
+    stacked = load_file(str(tmp_path / "m" / WEIGHTS))
+    old = {}
+    for name, t in stacked.items():
+        prefix, _, leaf = name.rpartition(".")
+        conv = {"w_fc": "c_fc.weight", "b_fc": "c_fc.bias", "w_proj": "c_proj.weight", "b_proj": "c_proj.bias"}
+        if prefix.endswith(".experts") and leaf in conv:
+            old.update({f"{prefix}.{e}.{conv[leaf]}": t[e].clone() for e in range(t.shape[0])})
+        else:
+            old[name] = t
+    save_file(old, str(tmp_path / "m" / WEIGHTS))  # no sidecar hash, like the weights of an old save
+    loaded, _ = load_model(tmp_path / "m")
+    assert torch.equal(loaded(tokens).logits, model(tokens).logits)
+    for (_, a), (_, b) in zip(moe_layers(loaded), moe_layers(model), strict=True):
+        assert torch.equal(a.experts.w_proj, b.experts.w_proj) and torch.equal(a.active, b.active)

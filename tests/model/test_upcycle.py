@@ -16,10 +16,12 @@ def test_swaps_only_chosen_mlps(dense, mp_factory):
     assert isinstance(moe.transformer.h[0].mlp, GPT2MLP)
     layer = moe.transformer.h[1].mlp
     assert isinstance(layer, MoELayer) and [i for i, _ in moe_layers(moe)] == [1]
-    assert all(isinstance(e, GPT2MLP) for e in layer.experts)
-    # experts are separate copies, not shared storage
-    ptrs = {e.c_fc.weight.data_ptr() for e in layer.experts}
-    assert len(ptrs) == len(layer.experts)
+    # experts are stacked copies of the dense MLP (Conv1D's [in, out] layout), not shared storage
+    mlp = dense.transformer.h[1].mlp
+    assert layer.experts.w_fc.shape == (4, *mlp.c_fc.weight.shape)
+    assert torch.equal(layer.experts.w_proj[3], mlp.c_proj.weight)
+    assert layer.experts.w_fc.data_ptr() != mlp.c_fc.weight.data_ptr()
+    assert type(layer.experts.act) is type(mlp.act)
     assert layer.router.weight.dtype == torch.float32 and not hasattr(layer.router, "bias")
 
 
@@ -42,15 +44,15 @@ def test_small_noise_layer_outputs_within_two_percent(dense, mp_factory):
         rel = ((layer(x) - ref).norm() / ref.norm()).item()
         assert 0 < rel < 0.02, (i, rel)
         # every expert differs from the others (symmetry broken)
-        w = [e.c_fc.weight for e in layer.experts]
+        w = layer.experts.w_fc
         assert not torch.equal(w[0], w[1])
 
 
 def test_scratch_experts_are_fresh(dense, mp_factory):
     moe = to_moe(copy.deepcopy(dense), mp_factory(moe_init="scratch"), seed=0)
     layer = moe.transformer.h[0].mlp
-    assert not torch.equal(layer.experts[0].c_fc.weight, dense.transformer.h[0].mlp.c_fc.weight)
-    assert abs(layer.experts[0].c_fc.weight.std().item() - 0.02) < 0.005
+    assert not torch.equal(layer.experts.w_fc[0], dense.transformer.h[0].mlp.c_fc.weight)
+    assert abs(layer.experts.w_fc[0].std().item() - 0.02) < 0.005
 
 
 def test_same_seed_same_model(dense, mp_factory):

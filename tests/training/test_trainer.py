@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from moe_emergence.core.config import ArchParams, ModelParams, TrainParams
 from moe_emergence.model.checkpoint import load_model
 from moe_emergence.model.gpt2 import make_dense, to_moe
+from moe_emergence.model.spec import MoESpec
 from moe_emergence.training.distributed import Dist
 from moe_emergence.training.trainer import PackedSplit, RunSpec, Trainer, TrainingError
 
@@ -43,7 +44,7 @@ def train_params(**kw) -> TrainParams:
 def make_model(moe: bool = True) -> torch.nn.Module:
     torch.manual_seed(0)
     dense = make_dense(ARCH)
-    return to_moe(dense, MODEL, seed=0) if moe else dense
+    return to_moe(dense, MoESpec.from_params(MODEL), seed=0) if moe else dense
 
 
 def spec_for(tmp: Path, name: str, tp: TrainParams, moe: bool = True) -> RunSpec:
