@@ -107,6 +107,12 @@ def save_model(model: nn.Module, directory: str | Path, extra: dict | None = Non
         except SafetensorError as e:  # a full disk surfaces here as a serialization error
             raise OutputError(f"cannot write {directory / WEIGHTS}: {e} (check free disk space)") from e
     write_text(directory / SIDECAR, text)
+    if sidecar["moe"] is None:
+        # A dense model is a plain GPT-2: with config.json next to the weights,
+        # `GPT2LMHeadModel.from_pretrained(directory)` loads it (a compact vocabulary's
+        # `kept_token_ids` rides along in the config). MoE models have none, so that
+        # from_pretrained fails instead of silently dropping the experts.
+        write_text(directory / "config.json", model.config.to_json_string())
     return directory
 
 
@@ -143,6 +149,18 @@ def stack_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _stage_of(directory: Path) -> str:
+    """The pipeline stage that writes a model directory (models/base, models/<variant>/seed<k>)."""
+    parts = directory.parts
+    if "models" in parts[:-1]:
+        rest = parts[parts.index("models") + 1 :]
+        if rest == ("base",):
+            return "base"
+        if len(rest) == 2 and rest[1].startswith("seed"):
+            return f"train_dense@{rest[1][4:]}" if rest[0] == "dense" else f"train@{rest[0]}-{rest[1][4:]}"
+    return "<stage>"
+
+
 def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
     """Rebuild a model saved by `save_model`: (model in eval mode on CPU, sidecar dict).
 
@@ -160,6 +178,13 @@ def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{wpath}: corrupt or unreadable safetensors file ({e}); re-save the model") from None
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(
+            f"{wpath}: non-finite values (NaN or inf) in {bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}: "
+            f"the file is damaged (a corrupt DVC cache object?); re-create it with `dvc repro -s -f "
+            f"{_stage_of(directory)}` or fetch it again with `dvc pull`"
+        )
     tensors = stack_experts(tensors)
     want_hash = meta.get("sidecar_sha256")
     if want_hash is not None and want_hash != side_hash:

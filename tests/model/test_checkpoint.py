@@ -24,6 +24,30 @@ def test_dense_round_trip(dense, tokens, tmp_path):
     assert "lm_head.weight" not in load_file(str(tmp_path / "m" / WEIGHTS))
 
 
+def test_a_dense_model_loads_with_transformers_and_a_moe_model_does_not(dense, mp_factory, tokens, tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    save_model(dense, tmp_path / "dense")
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "dense").eval()
+    assert torch.equal(hf(tokens).logits, dense.eval()(tokens).logits)
+    save_model(to_moe(copy.deepcopy(dense), mp_factory(), seed=0), tmp_path / "moe")
+    assert not (tmp_path / "moe" / "config.json").exists()  # from_pretrained fails rather than drop the experts
+    with pytest.raises((OSError, RuntimeError)):  # no config: transformers' default GPT-2 does not fit
+        GPT2LMHeadModel.from_pretrained(tmp_path / "moe")
+
+
+def test_non_finite_weights_name_the_file_and_the_fix(dense, tmp_path):
+    """64 bad bytes in a cache object became NaN in wte.weight; loading must say so, not analyse NaN."""
+    where = tmp_path / "models" / "moe" / "seed1"
+    save_model(dense, where)
+    tensors = load_file(str(where / WEIGHTS))
+    tensors["transformer.wte.weight"][3, :8] = float("nan")
+    meta = {"sidecar_sha256": __import__("safetensors").safe_open(str(where / WEIGHTS), "pt").metadata()["sidecar_sha256"]}
+    save_file(tensors, str(where / WEIGHTS), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"non-finite.*wte\.weight.*dvc repro -s -f train@moe-1.*dvc pull"):
+        load_model(where)
+
+
 def test_moe_round_trip_with_woken_ghost(dense, mp_factory, tokens, tmp_path):
     mp = mp_factory(ghost_experts=1, top_k=2, upcycle_noise=1e-2, router_noise_std=0.3)
     model = to_moe(copy.deepcopy(dense), mp, seed=1)
