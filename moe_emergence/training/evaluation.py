@@ -71,6 +71,17 @@ class RouterWindow:
             self.counts[i] = buf[:-2]
             self.entropy_sum[i], self.tokens[i] = float(buf[-2]), int(buf[-1])
 
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        """The window so far (part of the trainer's resumable state: a resumed run logs the same curves)."""
+        return {"counts": {str(i): c.clone() for i, c in self.counts.items()},
+                "entropy_sum": {str(i): v for i, v in self.entropy_sum.items()},
+                "tokens": {str(i): v for i, v in self.tokens.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+        self.counts = {int(i): c.double() for i, c in state["counts"].items()}
+        self.entropy_sum = {int(i): float(v) for i, v in state["entropy_sum"].items()}
+        self.tokens = {int(i): int(v) for i, v in state["tokens"].items()}
+
     def active(self) -> dict[int, torch.Tensor]:
         """Routable experts per layer (dormant ghost experts are neither dead nor balanced)."""
         return {i: layer.active.detach().cpu() for i, layer in self.layers}

@@ -45,7 +45,7 @@ from moe_emergence.training.distributed import Dist, all_reduce_sum
 from moe_emergence.training.evaluation import RouterWindow, evaluate, route_only
 from moe_emergence.training.schedule import lr_factor, noise_scale, warmup_steps
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the logging window is part of the state
 
 
 class TrainingError(RuntimeError):
@@ -224,6 +224,10 @@ class Trainer:
             "eval_history": json.dumps(self.eval_history),
             "last_eval": json.dumps(self.last_eval),
             "tokens_per_s": json.dumps(self.tokens_per_s),
+            # the logging window in progress: without it the first window after a resume
+            # would cover fewer steps and log (and check for collapse) different values
+            "window": {"scalars": json.dumps(self.win), "domains": torch.from_numpy(self.win_dom.copy()),
+                       "router": self.window.state_dict()},
         }
         with atomic_path(self.state_path) as tmp:
             try:
@@ -265,6 +269,9 @@ class Trainer:
                 self.eval_history = json.loads(state["eval_history"])
                 self.last_eval = json.loads(state["last_eval"])
                 self.tokens_per_s = json.loads(state["tokens_per_s"])
+                self.win = json.loads(state["window"]["scalars"])
+                self.win_dom = state["window"]["domains"].numpy().copy()
+                self.window.load_state_dict(state["window"]["router"])
                 self.step = int(state["step"])
                 self._trim_live(self.step)
                 _log(f"[{self.spec.name}] resumed from {self.state_path} at step {self.step}")
@@ -369,6 +376,24 @@ class Trainer:
             out.update(self.window.stats())
         return out
 
+    def _window_to_main(self) -> None:
+        """Under data parallel, move the window's sums to rank 0, the one that saves the state:
+        after a resume the other ranks start from zero and the sums still add up."""
+        if not self.dist.enabled:
+            return
+        w = self.win
+        scal = all_reduce_sum(torch.tensor([w["loss"], w["lm"], w["lb"], w["z"], float(w["micro"])],
+                                           dtype=torch.float64))
+        dom = all_reduce_sum(torch.from_numpy(self.win_dom.copy()))
+        self.window.all_reduce()
+        if self.dist.main:
+            w.update(loss=float(scal[0]), lm=float(scal[1]), lb=float(scal[2]), z=float(scal[3]), micro=int(scal[4]))
+            self.win_dom = dom.numpy().copy()
+        else:
+            w.update(loss=0.0, lm=0.0, lb=0.0, z=0.0, micro=0)
+            self.win_dom[:] = 0.0
+            self.window.reset()
+
     def routing_at_step0(self) -> dict[str, Any]:
         """The untrained router's routing, before any update: on the eval set and on the batches
         of the first logging window (the tokens the first collapse check will see)."""
@@ -453,8 +478,10 @@ class Trainer:
             if self.dist.main and step % tp.snapshot_every == 0 and not (final or stop):
                 save_model(self.model, self.spec.work_dir / "snapshots" / f"step_{step:06d}",
                            {"step": step, "variant": self.spec.name})
-            if step % tp.resume_every == 0 and not final and not stop and self.dist.main:
-                self.save_state()
+            if step % tp.resume_every == 0 and not final and not stop:
+                self._window_to_main()
+                if self.dist.main:
+                    self.save_state()
         if live is not None:
             live.end()
         summary = self.summary()

@@ -76,14 +76,15 @@ def test_run_publishes_model_metrics_and_plots(tmp_path):
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     train, evals = tiny_data()
-    tp = train_params()
+    # state saved at step 3, in the middle of the logging window of steps 3-4
+    tp = train_params(resume_every=3)
     Trainer(spec_for(tmp_path / "a", "moe", tp), make_model(), train, evals).run()
 
     killed = Trainer(spec_for(tmp_path / "b", "moe", tp), make_model(), train, evals)
     real_step = killed.train_step
 
     def dying_step():
-        if killed.step == 5:  # resumable state exists at step 4
+        if killed.step == 4:  # resumable state exists at step 3
             raise KeyboardInterrupt
         real_step()
 
@@ -100,9 +101,18 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     ma = json.loads((tmp_path / "a/reports/moe/metrics.json").read_text())
     mb = json.loads((tmp_path / "b/reports/moe/metrics.json").read_text())
-    assert ma["eval"] == pytest.approx(mb["eval"])
+    assert ma["eval"] == pytest.approx(mb["eval"]) and ma["collapse"] == mb["collapse"]
+    assert ma["router"]["layer1"] == pytest.approx(mb["router"]["layer1"])
     rows = (tmp_path / "b/reports/moe/plots/metrics/train/lm_loss.tsv").read_text().splitlines()
     assert [r.split("\t")[0] for r in rows[1:]] == ["2", "4", "6"]  # no duplicated steps
+    # every curve, the window that straddles the resume included, as if never interrupted
+    curves = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a/reports/moe/plots").rglob("*.tsv"))
+    assert curves == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b/reports/moe/plots").rglob("*.tsv"))
+    for rel in curves:
+        ta, tb = ((tmp_path / x / rel).read_text().splitlines() for x in ("a", "b"))
+        assert [r.split("\t")[0] for r in ta] == [r.split("\t")[0] for r in tb], rel
+        va = [float(r.split("\t")[1]) for r in ta[1:]]
+        assert va == pytest.approx([float(r.split("\t")[1]) for r in tb[1:]], rel=1e-6), rel
 
 
 def test_resume_with_a_different_config_starts_fresh(tmp_path, monkeypatch, capsys):
