@@ -23,6 +23,7 @@ import torch
 
 from moe_emergence.analysis.perturb import perturbation_pairs
 from moe_emergence.analysis.token_types import bpe_token_types, char_types
+from moe_emergence.core.progress import progress as show_progress
 from moe_emergence.data.packed import PackedData
 from moe_emergence.model.gpt2 import latest_routing, moe_layers
 from moe_emergence.model.lm_loss import model_sequence_losses, token_losses
@@ -219,10 +220,9 @@ def route(
     losses = []
     n = 0
     try:
-        for start in range(0, len(ids), batch_size):
-            x = torch.from_numpy(np.asarray(ids[start : start + batch_size], dtype=np.int64)).to(
-                device
-            )
+        starts = range(0, len(ids), batch_size)
+        for start in show_progress(starts, f"route ({len(ids)} blocks)", total=len(starts), unit="batch"):
+            x = torch.from_numpy(np.asarray(ids[start : start + batch_size], dtype=np.int64)).to(device)
             if lm_loss:
                 losses.append(model_sequence_losses(model, x).double().cpu().numpy())
             else:
@@ -319,7 +319,7 @@ def knockout_losses(
 ) -> tuple[dict[str, float], dict[tuple[int, int], dict[str, float]]]:
     """Per-domain eval LM loss of the intact model and with each routable expert of each MoE layer disabled.
 
-    Returns (base {domain: loss}, knocked {(block, expert): {domain: loss}}).
+    Returns (base {domain: loss}, knocked {(layer, expert): {domain: loss}}).
     Disabling an expert changes the final hidden state of only some
     positions (exactly: the others run the same arithmetic), so the LM head,
     most of the cost, runs again only where the hidden state changed.
@@ -334,18 +334,17 @@ def knockout_losses(
         ce_base = next_token_loss(model, h_base, x, every).view_as(every)
         base = group_by_domain(ce_base.double().mean(1).cpu().numpy(), block_domain, names)
         knocked: dict[tuple[int, int], dict[str, float]] = {}
-        for block, layer in moe_layers(model):
-            for e in np.flatnonzero(layer.active.cpu().numpy()):
-                with expert_disabled(layer, int(e)):
-                    h = final_hidden(model, ids, batch_size)
-                changed = (h[:, :-1] != h_base[:, :-1]).any(-1)
-                ce = ce_base.clone()
-                ce[changed] = next_token_loss(model, h, x, changed)
-                knocked[(block, int(e))] = group_by_domain(
-                    ce.double().mean(1).cpu().numpy(), block_domain, names
-                )
-            if progress:
-                progress(f"knockout of block {block}: {int(layer.active.sum())} experts")
+        pairs = [(i, layer, int(e)) for i, layer in moe_layers(model)
+                 for e in np.flatnonzero(layer.active.cpu().numpy())]
+        for i, layer, e in show_progress(pairs, f"knockout ({len(ids)} blocks)", total=len(pairs), unit="expert"):
+            with expert_disabled(layer, e):
+                h = final_hidden(model, ids, batch_size)
+            changed = (h[:, :-1] != h_base[:, :-1]).any(-1)
+            ce = ce_base.clone()
+            ce[changed] = next_token_loss(model, h, x, changed)
+            knocked[(i, e)] = group_by_domain(ce.double().mean(1).cpu().numpy(), block_domain, names)
+        if progress:
+            progress(f"knockout: {len(pairs)} experts in {len({i for i, _, _ in pairs})} MoE layers")
     finally:
         model.train(was_training)
     return base, knocked

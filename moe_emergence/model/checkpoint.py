@@ -2,7 +2,7 @@
 
 The sidecar holds everything needed to rebuild the module tree before the
 weights go in: the transformers `GPT2Config`, the attention implementation,
-the MoE structure (blocks, experts, top-k, noise, active masks) and whatever
+the MoE structure (layers, experts, top-k, noise, active masks) and whatever
 the caller adds under `extra`. No pickle anywhere.
 
 Experts are stored stacked (`...mlp.experts.w_fc` [E, d, h], ...); checkpoints
@@ -60,7 +60,7 @@ def moe_spec(model: nn.Module) -> dict[str, Any] | None:
     for i, layer in layers:
         for attr in ("n_experts", "n_primary", "top_k", "router_noise_std"):
             if getattr(layer, attr) != getattr(first, attr):
-                raise ValueError(f"MoE layers differ in {attr} (block {i}); the sidecar assumes one shape")
+                raise ValueError(f"MoE layers differ in {attr} (layer {i}); the sidecar assumes one shape")
     return {
         "moe_layers": [i for i, _ in layers],
         "n_experts": first.n_primary,
@@ -243,7 +243,7 @@ def load_model(directory: str | Path) -> tuple[GPT2LMHeadModel, dict[str, Any]]:
     if spec is not None:
         for i, layer in moe_layers(model):
             if [bool(a) for a in layer.active.tolist()] != spec["active"].get(str(i)):
-                raise CheckpointError(f"{directory}: active experts of block {i} differ between sidecar and weights")
+                raise CheckpointError(f"{directory}: active experts of layer {i} differ between sidecar and weights")
     model.eval()
     return model, side
 

@@ -42,7 +42,7 @@ from moe_emergence.model.spec import MoESpec
 @dataclass
 class WakeEvent:
     step: int
-    layer: int  # block index
+    layer: int  # transformer layer index
     relieved: int  # the saturated expert whose load is split
     woken: int  # the ghost expert now active
     top_share: float | None  # the relieved expert's share at the triggering check (None if forced)
@@ -81,7 +81,7 @@ class GhostController:
         events = []
         for i, frac in fractions.items():
             if i not in self.layers:
-                raise KeyError(f"GhostController.observe: block {i} is not a MoE layer")
+                raise KeyError(f"GhostController.observe: layer {i} is not a MoE layer")
             f = torch.as_tensor(load_fractions(frac)).cpu()
             top = int(f.argmax())
             if float(f[top]) > self.threshold:
@@ -97,9 +97,9 @@ class GhostController:
         moe = self.layers[layer]
         dormant = self.dormant(layer)
         if not dormant:
-            raise RuntimeError(f"block {layer} has no dormant expert left to wake")
+            raise RuntimeError(f"layer {layer} has no dormant expert left to wake")
         if not bool(moe.active[relieved]):
-            raise ValueError(f"expert {relieved} of block {layer} is itself dormant")
+            raise ValueError(f"expert {relieved} of layer {layer} is itself dormant")
         woken = dormant[0]
         with torch.no_grad():
             for p in moe.experts.parameters():  # [E, ...], expert e is slice e

@@ -1,4 +1,4 @@
-"""GPT-2 from `transformers`, dense or with MoE MLPs in chosen blocks.
+"""GPT-2 from `transformers`, dense or with MoE MLPs in chosen layers.
 
 Model surgery is one attribute assignment per block (`block.mlp = MoELayer`),
 so attention, norms, residuals, masking and caching stay as the library has
@@ -149,14 +149,14 @@ def _init_scratch_(experts: GroupedExperts, initializer_range: float, n_layer: i
 
 
 @torch.no_grad()
-def mlp_inputs(model: GPT2LMHeadModel, ids: torch.Tensor, blocks: list[int]) -> dict[int, torch.Tensor]:
-    """What the MLP of each of `blocks` sees (its `ln_2` output) on [B, T] model ids: {block: [B*T, d]}."""
+def mlp_inputs(model: GPT2LMHeadModel, ids: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+    """What the MLP of each of `layers` sees (its `ln_2` output) on [B, T] model ids: {layer: [B*T, d]}."""
     out: dict[int, torch.Tensor] = {}
     hooks = [
         model.transformer.h[i].ln_2.register_forward_hook(
             lambda _m, _inp, y, i=i: out.__setitem__(i, y.detach().reshape(-1, y.shape[-1]).float().cpu())
         )
-        for i in blocks
+        for i in layers
     ]
     was_training = model.training
     model.eval()
@@ -190,10 +190,10 @@ def to_moe(
     for i in spec.moe_layers:
         if not 0 <= i < n_layer:
             raise ValueError(
-                f"model.moe_layers: block {i} does not exist; the model has blocks 0..{n_layer - 1}"
+                f"model.moe_layers: layer {i} does not exist; the model has layers 0..{n_layer - 1}"
             )
         if not isinstance(blocks[i].mlp, GPT2MLP):
-            raise ValueError(f"model.moe_layers: block {i} has no dense GPT2MLP to replace (already MoE?)")
+            raise ValueError(f"model.moe_layers: layer {i} has no dense GPT2MLP to replace (already MoE?)")
     if not 1 <= spec.top_k <= spec.n_experts:
         raise ValueError(f"model.top_k must be in 1..model.n_experts ({spec.n_experts}), got {spec.top_k}")
     centered = spec.router_init == "centered"
@@ -229,7 +229,7 @@ def to_moe(
 
 
 def moe_layers(model: nn.Module) -> list[tuple[int, MoELayer]]:
-    """(block index, MoE layer) for every block whose MLP is a MoE layer, in order."""
+    """(layer index, MoE layer) for every transformer layer whose MLP is a MoE layer, in order."""
     # Unwrap DistributedDataParallel (.module) and torch.compile (._orig_mod).
     while not hasattr(model, "transformer") and (
         hasattr(model, "module") or hasattr(model, "_orig_mod")
@@ -247,6 +247,6 @@ def latest_routing(model: nn.Module) -> dict[int, RouterOutput]:
     out = {}
     for i, layer in moe_layers(model):
         if layer.routing is None:
-            raise RuntimeError(f"MoE layer in block {i} has not run a forward yet")
+            raise RuntimeError(f"MoE layer in layer {i} has not run a forward yet")
         out[i] = layer.routing
     return out

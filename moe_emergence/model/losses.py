@@ -86,7 +86,7 @@ class AuxLosses:
             for i, layer in self.layers:
                 if layer.n_primary != n_experts:
                     raise ValueError(
-                        f"AuxLosses: block {i} has {layer.n_primary} primary experts, "
+                        f"AuxLosses: layer {i} has {layer.n_primary} primary experts, "
                         f"model.n_experts says {n_experts}"
                     )
         self.scope = scope
@@ -98,7 +98,7 @@ class AuxLosses:
         self._entropy = None
 
     def compute(self, routing: Mapping[int, RouterOutput]) -> tuple[Tensor, Tensor]:
-        """(lb, z) of one forward's routing (block -> router output), each the mean over
+        """(lb, z) of one forward's routing (layer -> router output), each the mean over
         MoE layers; adds its counts to the step's. Call once per micro-batch."""
         rs = [routing[i] for i, _ in self.layers]
         with torch.no_grad():

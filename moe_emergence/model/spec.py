@@ -37,7 +37,7 @@ class ArchSpec:
 
 @dataclass(frozen=True)
 class MoESpec:
-    """Which blocks become MoE layers, and how those layers are built and route."""
+    """Which transformer layers get a MoE MLP, and how those layers are built and route."""
 
     moe_layers: tuple[int, ...] = (2, 3)
     n_experts: int = 8  # routable from the start

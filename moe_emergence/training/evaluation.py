@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from moe_emergence.core.progress import progress
 from moe_emergence.model.gpt2 import latest_routing, moe_layers
 from moe_emergence.model.lm_loss import model_sequence_losses
 from moe_emergence.model.losses import load_balance_loss, z_loss
@@ -51,7 +52,7 @@ class RouterWindow:
         self.tokens: dict[int, int] = {}
 
     def update(self, routing: Mapping[int, RouterOutput]) -> None:
-        """Add one forward's routing (block -> router output, `gpt2.latest_routing`)."""
+        """Add one forward's routing (layer -> router output, `gpt2.latest_routing`)."""
         for i, _ in self.layers:
             r = routing[i]
             c = r.counts.detach().double().cpu()
@@ -87,7 +88,7 @@ class RouterWindow:
         return {i: layer.active.detach().cpu() for i, layer in self.layers}
 
     def fractions(self) -> dict[int, torch.Tensor]:
-        """Load fractions over all of a layer's experts (dormant ones at 0), by block index."""
+        """Load fractions over all of a layer's experts (dormant ones at 0), by layer index."""
         return {i: load_fractions(c) for i, c in self.counts.items()}
 
     def stats(self) -> dict[str, float]:
@@ -164,7 +165,8 @@ def evaluate(
     per_seq = np.empty(len(ids), dtype=np.float64)
     lb_sum = z_sum = 0.0
     n_batches = 0
-    for start in range(0, len(ids), batch_size):
+    starts = range(0, len(ids), batch_size)
+    for start in progress(starts, f"eval ({len(ids)} blocks)", total=len(starts), unit="batch"):
         x = torch.from_numpy(ids[start : start + batch_size].astype(np.int64)).to(device)
         with autocast():
             losses = model_sequence_losses(model, x)

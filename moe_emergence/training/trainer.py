@@ -450,7 +450,7 @@ class Trainer:
                         for ev in self.ghost.observe(step, fr):
                             self.ghost.copy_optimizer_state(self.opt, ev)
                             self.wake_events.append(ev.to_dict())
-                            _log(f"[{self.spec.name}] step {step}: ghost expert {ev.woken} of block {ev.layer} "
+                            _log(f"[{self.spec.name}] step {step}: ghost expert {ev.woken} of layer {ev.layer} "
                                  f"woken to relieve expert {ev.relieved} (share {ev.top_share:.3f})")
                     metrics["collapse/streak"] = float(self.detector.streak)
                 self._progress(step, start_step, t_start, metrics)
