@@ -53,6 +53,13 @@ EXP_CASES = [
     (["data.min_chars.prose=100000000"], "fetch", ("data.min_chars.prose",)),  # filters leave nothing
     (["run_variants=[moe,nope]"], "dvc", ("variants.nope", "params.yaml")),  # DVC's own check comes first
     (["analyze.n_permutations=0"], "analyze", ("analyze.n_permutations",)),
+    # cross-section and model checks, each before any work of its stage
+    (["train.batch_size=4096"], "train", ("train.batch_size", "train blocks")),  # more than the train set
+    (["sample.size_mb=0.001"], "pack", ("eval split", "sample.size_mb")),  # a domain without an eval block
+    (["model.n_experts=1"], "train", ("model.n_experts", "collapse_min_live")),
+    (["run_variants=[moe,moe]"], "analyze", ("run_variants",)),  # would analyse moe twice
+    (["model.init=inputs/no-such-model"], "base", ("model.init",)),  # a missing local model
+    (["model.init=gpt2", "pack.vocab_min_count=0"], "base", ("model.init",)),  # the hub while offline
 ]
 
 
