@@ -27,16 +27,24 @@ ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("code", "math", "prose")
 
 
-def write_local_sources(inputs: Path, docs: int) -> dict[str, dict]:
-    """`inputs/<domain>.jsonl` from the embedded corpora; the `data.sources` that read them."""
+def write_local_sources(inputs: Path, docs: int, min_chars: int = 0) -> dict[str, dict]:
+    """`inputs/<domain>.jsonl` from the embedded corpora; the `data.sources` that read them.
+
+    At least `docs` documents per domain, more where they hold fewer than `min_chars`
+    characters (math problems are short: the sample stage refuses a domain below its budget).
+    """
     from moe_emergence.core.config import DataParams, EmbeddedSource
     from moe_emergence.data.fetch import fetch_domain
 
     inputs.mkdir(parents=True, exist_ok=True)
-    embedded = DataParams(sources={d: EmbeddedSource(kind="embedded", n_docs=docs, max_docs=docs) for d in DOMAINS})
     sources = {}
     for d in DOMAINS:
-        table, _, _ = fetch_domain(d, embedded)
+        n = docs
+        while True:
+            table, _, _ = fetch_domain(d, DataParams(sources={d: EmbeddedSource(kind="embedded", n_docs=n, max_docs=n)}))
+            if sum(table.column("n_chars").to_pylist()) >= min_chars or table.num_rows < n:
+                break  # enough characters, or the corpus holds no more
+            n *= 2
         with open(inputs / f"{d}.jsonl", "w") as f:
             for text, group in zip(table.column("text").to_pylist(), table.column("group_id").to_pylist(), strict=True):
                 f.write(json.dumps({"text": text, "group": group}) + "\n")
@@ -91,7 +99,8 @@ def make_repo(dest: Path, params: dict) -> Path:
 def build(dest: Path, width: int = 768, heads: int = 12, steps: int = 20, block: int = 512,
           size_mb: float = 0.5, docs: int = 600) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    sources = write_local_sources(dest / "inputs", docs)
+    # 20% over the budget: the length filters and the split of the profile drop some
+    sources = write_local_sources(dest / "inputs", docs, int(1.2 * size_mb * 2**20))
     write_random_gpt2(dest / "standin-init", 12, width, heads, block)
     return make_repo(dest, standin_params(sources, "standin-init", steps, block, size_mb))
 

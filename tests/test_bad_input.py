@@ -55,7 +55,8 @@ EXP_CASES = [
     (["analyze.n_permutations=0"], "analyze", ("analyze.n_permutations",)),
     # cross-section and model checks, each before any work of its stage
     (["train.batch_size=4096"], "train", ("train.batch_size", "train blocks")),  # more than the train set
-    (["sample.size_mb=0.001"], "pack", ("eval split", "sample.size_mb")),  # a domain without an eval block
+    # a domain without an eval block: math's eval documents hold fewer tokens than one block
+    (["pack.block_size=4096", "model.arch.n_positions=4096"], "pack", ("eval split", "'math'", "sample.size_mb")),
     (["model.n_experts=1"], "train", ("model.n_experts", "collapse_min_live")),
     (["run_variants=[moe,moe]"], "analyze", ("run_variants",)),  # would analyse moe twice
     (["model.init=inputs/no-such-model"], "base", ("model.init",)),  # a missing local model

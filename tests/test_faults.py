@@ -27,7 +27,8 @@ from tests.pipeline_repo import DVC, copy_repo, env, run
 HOOK = '''
 import os, sys
 _where = os.environ.get("MOE_TEST_PAUSE", "")
-_script = sys.argv[0] if sys.argv else ""
+# stages run as `python -m stages.<name>`: argv[0] is still "-m" while site runs, orig_argv is whole
+_cmd = " ".join(getattr(sys, "orig_argv", sys.argv))
 
 
 def _pause(info):
@@ -37,7 +38,7 @@ def _pause(info):
     time.sleep(600)
 
 
-if _where == "pack" and _script.endswith("stages/pack.py"):
+if _where == "pack" and "stages.pack" in _cmd:
     import contextlib
     from pathlib import Path
     import moe_emergence.core.atomic as _atomic
@@ -51,7 +52,7 @@ if _where == "pack" and _script.endswith("stages/pack.py"):
                 _pause(str(tmp))
 
     _atomic.atomic_dir = _paused
-elif _where.startswith("train:") and _script.endswith("stages/train.py"):
+elif _where.startswith("train:") and "stages.train" in _cmd:
     _, _variant, _step = _where.split(":")
     import moe_emergence.training.trainer as _tr
     _save = _tr.Trainer.save_state

@@ -51,4 +51,4 @@ def test_the_profiles_models_load_with_transformers_and_the_project_loader(profi
     moe, side = load_model(repo / "models/moe/seed0")
     with torch.no_grad():
         assert torch.isfinite(moe.eval()(ids).logits).all()
-    assert side["step"] == 4
+    assert side["extra"]["step"] == 4 and side["moe"]["moe_layers"] == [8, 9, 10, 11]

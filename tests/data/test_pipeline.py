@@ -97,4 +97,4 @@ def test_stage_error_from_the_command_line(repo, tmp_path):
     pfile.write_text(yaml.safe_dump(params))
     r = _run([sys.executable, "stages/sample.py", "--params", str(pfile), "--split", "x/none"], repo, check=False)
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip().splitlines() == ["sample: error: params.yaml: `sample.size_mb` must be > 0, got -1.0"]
+    assert r.stderr.strip().splitlines() == ["sample: error: params.yaml: `sample.size_mb` must be > 0.0, got -1"]
