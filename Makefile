@@ -23,8 +23,9 @@ repro: setup
 lint: setup
 	ruff check .
 
+# Two workers, one per core, each test file on one worker (its fixtures are built once).
 test: lint
-	python -m pytest -q
+	python -m pytest -q -n 2 --dist loadfile
 
 # The inner loop: lint and the unit tests, without the end-to-end DVC pipelines (marked slow).
 check: lint

@@ -14,8 +14,6 @@ import argparse
 import time
 from pathlib import Path
 
-from moe_emergence.analysis.pipeline import Paths, run_analysis
-from moe_emergence.analysis.publish import one_line_summary
 from moe_emergence.core.cli import run_stage
 from moe_emergence.core.config import load_params
 
@@ -33,6 +31,11 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     params = load_params(args.params)
+    # Imported once the params are valid: the analysis loads torch, transformers and
+    # matplotlib (~5 s), and a wrong parameter should be reported before that.
+    from moe_emergence.analysis.pipeline import Paths, run_analysis
+    from moe_emergence.analysis.publish import one_line_summary
+
     results = run_analysis(params, Paths(args.packed, args.sampled, args.models, args.train_reports, args.out))
     print(one_line_summary(results, time.perf_counter() - t0, args.out))
 

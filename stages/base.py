@@ -13,7 +13,6 @@ from pathlib import Path
 
 from moe_emergence.core.cli import relaunch, run_stage
 from moe_emergence.core.config import load_params
-from moe_emergence.training.runs import run_base
 
 
 def main() -> None:
@@ -25,9 +24,14 @@ def main() -> None:
     parser.add_argument("--model-out", type=Path, default=Path("models/base"))
     parser.add_argument("--report-out", type=Path, default=Path("reports/train/base"))
     args = parser.parse_args()
+    params = load_params(args.params)
     if relaunch(args.processes, "stages.base", sys.argv[1:]):  # each rank runs this same command
         return
-    run_base(load_params(args.params), args.packed, args.model_out, args.report_out)
+    # Imported once the params are valid: the training package loads torch and transformers
+    # (~4 s), and a wrong parameter should be reported before that.
+    from moe_emergence.training.runs import run_base
+
+    run_base(params, args.packed, args.model_out, args.report_out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from moe_emergence.core.cli import relaunch, run_stage
 from moe_emergence.core.config import load_params
-from moe_emergence.training.runs import run_name, run_variant
 
 
 def main() -> None:
@@ -29,10 +28,14 @@ def main() -> None:
     parser.add_argument("--work-root", type=Path, default=None,
                     help="where resumable work in progress lives (default .cache/runs)")
     args = parser.parse_args()
-    if relaunch(args.processes, "stages.train", sys.argv[1:]):  # each rank runs this same command
-        return
     params = load_params(args.params)
     params.variant(args.variant)  # an unknown variant fails here, before any work
+    if relaunch(args.processes, "stages.train", sys.argv[1:]):  # each rank runs this same command
+        return
+    # Imported once the params are valid: the training package loads torch and transformers
+    # (~4 s), and a wrong parameter should be reported before that.
+    from moe_emergence.training.runs import run_name, run_variant
+
     run = run_name(args.variant, args.seed)
     run_variant(params, args.variant, args.seed, args.packed, args.base, args.model_out or Path("models") / run,
                 args.report_out or Path("reports/train") / run, work_root=args.work_root)

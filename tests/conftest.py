@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+from filelock import FileLock
 
 from tests.pipeline_repo import DVC, make_repo, run, tiny_model
 
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # `make test` runs one worker per core: one thread each (in here and in the stages the
+    # tests start) instead of every worker's torch competing for all the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
-def finished_repo(tmp_path_factory) -> tuple[Path, str]:
+def finished_repo(tmp_path_factory, worker_id) -> tuple[Path, str]:
     """A throwaway git+DVC repo on the tiny profile after a full `dvc repro`, committed.
 
-    Returns the path and the stdout of that first `dvc repro`. Tests must not change
-    it: they work on `copy_repo(...)`.
+    Returns the path and the stdout of that first `dvc repro`. Built once per test run, the
+    `make test` workers share it (the first to ask builds it under a file lock), so tests
+    must not change it, nor run DVC in it: they work on `copy_repo(...)`.
     """
-    repo = make_repo(tmp_path_factory.mktemp("finished") / "repo", tiny_model)
-    first = run([DVC, "repro"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "finished run"], repo)
-    return repo, first.stdout
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # the workers' base temps share this parent
+    done = root / "finished" / "first_repro.txt"
+    with FileLock(str(root / "finished.lock")):
+        if not done.exists():
+            repo = make_repo(root / "finished" / "repo", tiny_model)
+            first = run([DVC, "repro"], repo)
+            run(["git", "add", "-A"], repo)
+            run(["git", "commit", "-qm", "finished run"], repo)
+            done.write_text(first.stdout)  # last: a build that failed half-way is not taken for done
+    return root / "finished" / "repo", done.read_text()

@@ -128,3 +128,34 @@ def test_asking_for_a_gpu_on_a_cpu_machine(repo):
     r = run([DVC, "exp", "run", "-S", "train.device=cuda"], repo, check=False)
     assert r.returncode != 0
     check_one_line(r.stdout + r.stderr, "train", ("train.device", "cuda", "auto"))
+
+
+STARTUP = """
+import runpy, sys
+sys.argv = [{module!r}, *{argv!r}]
+try:
+    runpy.run_module({module!r}, run_name="__main__")
+except SystemExit as e:
+    print("exit", e.code, "torch loaded" if "torch" in sys.modules else "torch not loaded")
+"""
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("stages.base", []),
+    ("stages.train", ["--variant", "moe", "--seed", "0"]),
+    ("stages.analyze", []),
+])
+def test_a_bad_parameter_is_reported_before_torch_loads(tmp_path, module, argv):
+    """The heavy stages check params.yaml first: a typo costs a fraction of a second, not a torch import."""
+    import subprocess
+    import sys
+
+    from tests.pipeline_repo import ROOT
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["model"]["top_k"] = 9
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    code = STARTUP.format(module=module, argv=[*argv, "--params", str(tmp_path / "params.yaml")])
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "error: params.yaml: `model.top_k`" in r.stderr, r.stderr
+    assert r.stdout.split() == ["exit", "2", "torch", "not", "loaded"], (r.stdout, r.stderr)

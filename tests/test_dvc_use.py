@@ -63,8 +63,8 @@ def test_editing_a_local_input_file_reruns_fetch(finished_repo, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_plots_follow_the_runs_and_have_points(finished_repo):
-    repo = finished_repo[0]
+def test_the_plots_follow_the_runs_and_have_points(finished_repo, tmp_path):
+    repo = copy_repo(finished_repo[0], tmp_path / "repo")
     out = json.loads(run([DVC, "plots", "show", "--json"], repo).stdout)["data"]
     spec = yaml.safe_load((repo / "dvc.yaml").read_text())
     ids = [next(iter(p)) for p in spec["plots"]]

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from bench.standin import build
 from tests.pipeline_repo import DVC, run
@@ -16,6 +17,12 @@ from tests.pipeline_repo import DVC, run
 @pytest.fixture(scope="module")
 def profile_repo(tmp_path_factory):
     repo = build(tmp_path_factory.mktemp("gpt2") / "repo", width=64, heads=4, steps=4, block=64, size_mb=0.1, docs=200)
+    # The full 50,257-id LM head makes every pass over the eval set cost seconds: evaluate
+    # once per run (at the last step) and analyse a subset of the eval blocks.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["eval_every"] = params["train"]["max_steps"]
+    params["analyze"]["max_eval_blocks"] = 120
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([DVC, "repro"], repo, timeout=1500)
     return repo, out.stdout
 

@@ -19,8 +19,9 @@ def ran(stdout: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_every_stage_to_a_report(finished_repo):
-    repo, first = finished_repo
+def test_dvc_repro_runs_every_stage_to_a_report(finished_repo, tmp_path):
+    first = finished_repo[1]
+    repo = copy_repo(finished_repo[0], tmp_path / "repo")
     assert ran(first) >= {*DATA_STAGES, "base", "train_dense@0", "train@moe-0", "train@no_lb-0", "analyze"}
     for v in ("dense", "moe", "no_lb"):
         m = json.loads((repo / f"reports/train/{v}/seed0/metrics.json").read_text())
