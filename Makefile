@@ -29,7 +29,7 @@ test: lint
 
 # The inner loop: lint and the unit tests, without the end-to-end DVC pipelines (marked slow).
 check: lint
-	python -m pytest -q -m "not slow"
+	python -m pytest -q -n 2 -m "not slow"
 
 bench: setup
 	python bench/pack.py --json
