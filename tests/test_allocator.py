@@ -32,6 +32,7 @@ def faults(mode: str) -> tuple[bool, int]:
     return tuned == "1", int(n)
 
 
+@pytest.mark.slow  # two child processes that import torch
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_a_freed_large_block_is_reused_without_page_faults():
     tuned, with_setting = faults("tuned")

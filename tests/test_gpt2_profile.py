@@ -17,11 +17,13 @@ from tests.pipeline_repo import DVC, run
 @pytest.fixture(scope="module")
 def profile_repo(tmp_path_factory):
     repo = build(tmp_path_factory.mktemp("gpt2") / "repo", width=64, heads=4, steps=4, block=64, size_mb=0.1, docs=200)
-    # The full 50,257-id LM head makes every pass over the eval set cost seconds: evaluate
-    # once per run (at the last step) and analyse a subset of the eval blocks.
+    # The full 50,257-id LM head makes every pass over the eval set cost seconds: a small
+    # eval set (4 groups per domain), evaluated once per run (at the last step), and a
+    # subset of it analysed.
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["sample"].update(eval_min_groups=4, eval_max_mb=0.004)
     params["train"]["eval_every"] = params["train"]["max_steps"]
-    params["analyze"]["max_eval_blocks"] = 120
+    params["analyze"]["max_eval_blocks"] = 60
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([DVC, "repro"], repo, timeout=1500)
     return repo, out.stdout
