@@ -1,5 +1,6 @@
-"""End to end: `dvc repro pack` in a fresh git+DVC repository on a tiny budget, a no-op second
-run, byte-identical outputs when forced, and one-line errors from the stage commands."""
+"""End to end: the data stages of the shared tiny `dvc repro` (packed data, reports, no leakage,
+a no-op second run) and one-line errors from the stage commands. Byte-identical data from a
+second, independent run is checked in tests/test_reproducible.py."""
 
 from __future__ import annotations
 
