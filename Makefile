@@ -25,7 +25,7 @@ lint: setup
 
 # Two workers, one per core, each test file on one worker (its fixtures are built once).
 test: lint
-	python -m pytest -q -n 2 --dist loadfile
+	python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The inner loop: lint and the unit tests, without the end-to-end DVC pipelines (marked slow).
 check: lint

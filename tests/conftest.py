@@ -18,6 +18,21 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     torch.set_num_threads(1)
 
 
+# The files of longest run first, so that `make test`'s two workers finish together: the
+# two that build a pipeline of their own (the shared tiny one, the GPT-2 profile's) start at
+# once, then the longest of those that copy the shared one (seconds on this 2-core box).
+LONGEST_FIRST = ("test_bad_input.py", "test_gpt2_profile.py", "test_faults.py", "test_reproducible.py",
+                 "test_dvc_use.py", "test_pipeline.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        top = item.path.parent.name == "tests"  # tests/test_pipeline.py, not tests/data/test_pipeline.py
+        return LONGEST_FIRST.index(name) if top and name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def finished_repo(tmp_path_factory, worker_id) -> tuple[Path, str]:
     """A throwaway git+DVC repo on the tiny profile after a full `dvc repro`, committed.

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from moe_emergence.core.config import ArchParams, ModelParams, TrainParams
 from moe_emergence.model.checkpoint import load_model
 from moe_emergence.model.gpt2 import make_dense, to_moe
 from moe_emergence.model.spec import MoESpec
-from moe_emergence.training.distributed import Dist
 from moe_emergence.training.trainer import PackedSplit, RunSpec, Trainer, TrainingError
 
 ARCH = ArchParams(n_layer=2, n_embd=32, n_head=2, n_positions=16)
@@ -138,27 +135,3 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
     assert not (tmp_path / "models/dense").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, tmp: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                         world_size=world)
-    torch.set_num_threads(1)
-    train, evals = tiny_data()
-    Trainer(spec_for(Path(tmp), "moe", train_params(max_steps=4)), make_model(), train, evals,
-            Dist(rank=rank, world=world)).run()
-    torch.distributed.destroy_process_group()
-
-
-@pytest.mark.slow  # two spawned processes: ~20 s, outside `make check`
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    train, evals = tiny_data()
-    Trainer(spec_for(tmp_path / "one", "moe", train_params(max_steps=4)), make_model(), train, evals).run()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, join=True)
-    a, b = final_state(tmp_path / "one", "moe"), final_state(tmp_path / "two", "moe")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
