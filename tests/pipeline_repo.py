@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -33,6 +36,31 @@ def run(args: list[str], repo: Path, check: bool = True, timeout: int = 900) -> 
     if check and r.returncode != 0:
         raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r
+
+
+def stage_here(repo: Path, cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run a stage's `python -m stages.<name> ...` command inside this process, in `repo`.
+
+    The same `run_stage` entry point as in its own process, without the seconds of importing
+    torch and transformers again: for the cases that stop a stage with an error before it
+    publishes anything. (Cases that reach for the hub need a fresh process: the hub client
+    reads HF_HUB_OFFLINE once, when it is first imported.)
+    """
+    assert cmd[:2] == ["python", "-m"], cmd
+    out, err = io.StringIO(), io.StringIO()
+    cwd, argv = os.getcwd(), sys.argv
+    os.chdir(repo)
+    sys.argv = [cmd[2], *cmd[3:]]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_module(cmd[2], run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+    return subprocess.CompletedProcess(cmd, code, out.getvalue(), err.getvalue())
 
 
 def make_repo(repo: Path, edit: Callable[[dict], None]) -> Path:

@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.pipeline_repo import DVC, copy_repo, env, run
+from tests.pipeline_repo import DVC, copy_repo, env, run, stage_here
 
 # Loaded by every Python process of the killed run (PYTHONPATH): when MOE_TEST_PAUSE names
 # a point, the stage writes a marker there and sleeps, so that the test kills it exactly there.
@@ -151,8 +150,7 @@ def test_sigkill_during_training_resumes_to_the_uninterrupted_result(finished_re
 
 
 def stage(repo: Path, script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, f"stages/{script}.py", *args], cwd=repo, env=env(repo),
-                          capture_output=True, text=True, timeout=600)
+    return stage_here(repo, ["python", "-m", f"stages.{script}", *args])
 
 
 def one_line_error(r: subprocess.CompletedProcess, name: str, *needles: str) -> str:
