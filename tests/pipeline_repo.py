@@ -83,8 +83,14 @@ def make_repo(repo: Path, edit: Callable[[dict], None]) -> Path:
 
 
 def tiny_data(p: dict) -> None:
+    """About 50 KB of text per domain from the first few hundred documents of each corpus, each
+    of at most 3,000 characters: the eval set (at least 12 documents per domain) stays small,
+    and so does every pass over it."""
     p["sample"]["size_mb"] = 0.05
+    p["data"]["max_chars"] = 3000
     p["data"]["sources"]["math"]["n_docs"] = 300
+    p["data"]["sources"]["code"]["max_docs"] = 400
+    p["data"]["sources"]["prose"]["max_docs"] = 300
 
 
 def tiny_model(p: dict) -> None:

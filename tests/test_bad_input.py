@@ -171,8 +171,7 @@ def reset(repo: Path) -> None:
 
 THROUGH_DVC = [
     # (-S overrides, the stage DVC runs first and that fails, what the message must name)
-    (["model.top_k=9"], "train", ("model.top_k",)),
-    (["+model.bogus=1"], "train", ("model.bogus",)),
+    (["+model.bogus=1"], "train", ("model.bogus",)),  # `+` adds a key: DVC's override grammar
     (["data.sources.code.kind=ftp"], "fetch", ("data.sources.code.kind",)),
     (["run_variants=[moe,nope]"], "dvc", ("variants.nope", "params.yaml")),  # DVC's own check comes first
 ]

@@ -30,7 +30,7 @@ def test_a_queued_experiment_runs_the_code_it_was_queued_with(finished_repo, tmp
         status = run([DVC, "queue", "status"], repo).stdout
         if "Running" not in status and "Queued" not in status:
             break
-        time.sleep(2)
+        time.sleep(4)  # each `dvc queue status` costs a second of CPU
     assert "Success" in status, status
     logs = run([DVC, "queue", "logs", "queued-a"], repo).stdout
     assert "Running stage 'sample'" in logs and "Running stage 'pack'" not in logs, logs[-3000:]

@@ -23,7 +23,8 @@ def profile_repo(tmp_path_factory):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["sample"].update(eval_min_groups=4, eval_max_mb=0.004)
     params["train"]["eval_every"] = params["train"]["max_steps"]
-    params["analyze"]["max_eval_blocks"] = 60
+    params["analyze"].update(max_eval_blocks=60, knockout_blocks=0, train_blocks=0, format_docs=0,
+                             saturation_blocks=0)  # the tiny pipeline runs those
     params["run_variants"] = ["moe"]  # every stage once; no_lb is the same stage with other params
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([DVC, "repro"], repo, timeout=1500)
