@@ -36,7 +36,10 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main; expected errors print `<stage>: error: <cause>` and exit 2.
 
-    Set MOE_DEBUG=1 to see the full traceback as well.
+    Set MOE_DEBUG=1 to see the full traceback as well. A stage process (`python -m
+    stages.<name>`, not a test calling this) that loaded torch leaves without the
+    interpreter's teardown (freeing torch's and transformers' modules takes about 2 s,
+    BENCHMARKS.md): by then its outputs are published and its output is flushed.
     """
     keep_freed_memory()
     try:
@@ -46,10 +49,22 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
             raise
         cause = " ".join(str(e).split())  # one line, whatever the underlying library wrote
         print(f"{name}: error: {cause}", file=sys.stderr)
-        sys.exit(2)
+        _leave(2)
     except KeyboardInterrupt:
         print(f"{name}: interrupted; nothing partial was published (re-run to resume)", file=sys.stderr)
-        sys.exit(130)
+        _leave(130)
+    _leave(0)
+
+
+def _leave(code: int) -> None:
+    argv = getattr(sys, "orig_argv", [])  # the interpreter's own command line
+    own = "-m" in argv[:-1] and argv[argv.index("-m") + 1].startswith("stages.")
+    if own and "torch" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        sys.exit(code)
 
 
 def relaunch(nproc: int, module: str, argv: list[str]) -> bool:
