@@ -5,8 +5,9 @@ output as it was.
 
 Every case runs the failing stage's command as dvc.yaml writes it, in a copy of the finished
 tiny pipeline: in this process (`stage_here`, the same entry point without importing torch
-again), or in its own where the hub client is involved. A sample of them also goes through `dvc exp run -S` and `dvc repro`: DVC
-runs the named stage first (the stages above it are up to date) and passes its line on.
+again), or in its own where the hub client is involved. A sample also goes through
+`dvc exp run -S` and `dvc repro`: DVC runs the named stage first (the stages above it are
+up to date) and passes its line on.
 """
 
 from __future__ import annotations
@@ -76,6 +77,16 @@ def local_math(path: str, template: str = "{question}\n\n{answer}") -> Callable[
     return overrides(f"data.sources.math={json.dumps({'kind': 'local', 'path': path, 'template': template})}")
 
 
+def apply_case(repo: Path, edit: Callable[[dict], None], files: dict[str, str]) -> None:
+    """Write the case's params.yaml and data files into `repo`."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    edit(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+
+
 RECORD = json.dumps({"question": "What is 2 + 3? Explain each step carefully.", "answer": "2 + 3 = 5. " * 3})
 
 CASES = {
@@ -140,14 +151,9 @@ def test_a_bad_input_stops_its_stage_with_one_line(repo, case):
     if case == "train.device=cuda" and torch.cuda.is_available():
         pytest.skip("the machine has a GPU")
     original = (repo / "params.yaml").read_text()
-    params = yaml.safe_load(original)
-    edit(params)
     before = snapshot(repo)
     try:
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        for rel, text in files.items():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            (repo / rel).write_text(text)
+        apply_case(repo, edit, files)
         cmd = stage_command(repo, stage)
         if case in FRESH_PROCESS:
             r = subprocess.run(cmd, cwd=repo, env=env(repo), capture_output=True, text=True, timeout=600)
@@ -192,11 +198,7 @@ def test_dvc_exp_run_with_a_bad_parameter(repo, sets, stage, needles):
 @pytest.mark.slow
 def test_dvc_repro_with_a_malformed_data_file(repo):
     edit, files, stage, needles = CASES["malformed jsonl line"]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    edit(params)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for rel, text in files.items():
-        (repo / rel).write_text(text)
+    apply_case(repo, edit, files)
     r = run([DVC, "repro"], repo, check=False)
     reset(repo)
     assert r.returncode != 0
